@@ -1,0 +1,30 @@
+"""lorakit: Low-Rank Adaptation (Hu et al. 2021) for PyTorch and Hugging Face models.
+
+``h = W0·x + (alpha/r)·B·A·x``: inject adapters into any model, train them, save them in PEFT's
+layout, merge them away, analyse them and serve many of them over one base model.
+"""
+
+from lorakit.core import (
+    AdapterConfig,
+    LoraLayer,
+    LoraSpec,
+    disabled,
+    inject,
+    load_adapter,
+    mark_trainable,
+    merge,
+    parameter_report,
+    read_adapter,
+    save_adapter,
+    select_targets,
+    unload,
+    unmerge,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdapterConfig", "LoraLayer", "LoraSpec", "__version__", "disabled", "inject", "load_adapter",
+    "mark_trainable", "merge", "parameter_report", "read_adapter", "save_adapter", "select_targets",
+    "unload", "unmerge",
+]
