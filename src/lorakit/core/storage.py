@@ -288,7 +288,7 @@ def config_for(model: nn.Module, *, task_type: str | None = None, base_model: st
         r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=names,
         layers_to_transform=layers_to_transform, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
         use_rslora=spec.rslora, bias=spec.bias, modules_to_save=list(spec.modules_to_save) or None,
-        task_type=task_type, base_model_name_or_path=base_model, lorakit=lorakit,
+        fan_in_fan_out=any(t.kind == "hf_conv1d" for t in targets), task_type=task_type, base_model_name_or_path=base_model, lorakit=lorakit,
     )
 
 

@@ -137,7 +137,12 @@ def select_targets(model: nn.Module, spec: LoraSpec) -> list[Target]:
     chosen: dict[str, tuple[int, tuple[int, ...]] | None] = {}
     for target in spec.targets:
         hits = _resolve_one(model, modules, target, spec, saved)
-        if not hits:
+        # A target that names only fully-trained modules (PEFT lists the head in its target list
+        # when modules_to_save holds it) is covered by them: nothing to adapt, nothing missing.
+        covered = saved and not hits and all(
+            _is_inside(p, saved) for p, _ in _resolve_one(model, modules, target, spec, []) or [("", None)]
+        )
+        if not hits and not covered:
             where = f" in layers {list(spec.layers)}" if spec.layers is not None else ""
             raise ValueError(
                 f"target {target!r} matches no module{where}; presets: {', '.join([*PRESETS, ALL_LINEAR])}; "

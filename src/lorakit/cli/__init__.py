@@ -1,0 +1,1 @@
+"""The ``lorakit`` command line: a table of subcommands, one module each."""

@@ -1,0 +1,84 @@
+"""``lorakit`` entry point: a dict of subcommands, each a module with ``add_arguments`` and ``run``.
+
+User errors (``ValueError``, ``TypeError``, ``FileNotFoundError``, ``KeyboardInterrupt``) end in one
+line on stderr and a non-zero exit code, never a traceback. ``LORAKIT_DEBUG=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import warnings
+
+# name -> (module, one-line help). Modules are imported only when their command runs, so
+# `lorakit --help` stays fast and a missing optional extra breaks only its own command.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "inspect": ("lorakit.cli.inspect", "dry run: what LoRA would adapt in a model, or what an adapter adapts"),
+    "merge": ("lorakit.cli.merge", "merge an adapter into its base and write a standalone model folder"),
+    "train": ("lorakit.cli.train", "fine-tune a LoRA adapter (or full / BitFit baselines) on a data set"),
+    "eval": ("lorakit.cli.eval", "evaluate a base model or an adapter on a data set"),
+    "quickstart": ("lorakit.cli.quickstart", "the 10-minute tour: base vs LoRA on SST-2 with minilm"),
+    "analyze": ("lorakit.cli.analyze", "subspace similarity, spectra and amplification of adapters"),
+    "combine": ("lorakit.cli.combine", "combine adapters into one (weighted SVD or exact concatenation)"),
+    "serve": ("lorakit.cli.serve", "serve one base model and many adapters over an OpenAI-compatible API"),
+}
+
+
+class UserError(Exception):
+    """An error caused by the user's input; shown as one line."""
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    return {name: entry for name, entry in COMMANDS.items() if importlib.util.find_spec(entry[0]) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser (imports each available subcommand module)."""
+    parser = argparse.ArgumentParser(
+        prog="lorakit",
+        description="LoRA (Hu et al. 2021) for PyTorch and Hugging Face models: inject, train, merge, analyse, serve.",
+    )
+    parser.add_argument("--version", action="version", version=f"lorakit {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in _available().items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip().split("\n\n")[0])
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def _version() -> str:
+    from lorakit import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    debug = os.environ.get("LORAKIT_DEBUG") == "1"
+    if not debug:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError,
+            IsADirectoryError, KeyError) as exc:
+        if debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory (try a smaller --batch-size or --max-length)", file=sys.stderr)
+        return 2
