@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lorakit.core.inject import SPEC_ATTR, TARGETS_ATTR, inject, lora_layers
+from lorakit.core.layers import LoraLayer
 from lorakit.core.registry import kind_for
 from lorakit.core.spec import LoraSpec
 from lorakit.core.state import PEFT_PREFIX, LoraFactors, adapter_state_dict, load_adapter_state, peft_key
@@ -252,7 +253,9 @@ def _target_modules(model: nn.Module, targets: list[Target]) -> list[str]:
     """Leaf names if suffix-matching them picks exactly ``targets``; else the full paths."""
     chosen = {t.path for t in targets}
     leaves = sorted({p.rsplit(".", 1)[-1] for p in chosen})
-    picked = {p for p, m in model.named_modules() if p and p.rsplit(".", 1)[-1] in leaves and kind_for(m)}
+    # Modules already wrapped count by their base layer's kind.
+    picked = {p for p, m in model.named_modules()
+              if p and p.rsplit(".", 1)[-1] in leaves and kind_for(m.base if isinstance(m, LoraLayer) else m)}
     layer_ids = {layer_index(p) for p in chosen}
     picked_in_layers = {p for p in picked if layer_index(p) in layer_ids}
     if picked == chosen or picked_in_layers == chosen:
