@@ -1,0 +1,53 @@
+"""``load_dataset``: one entry point for named recipes and generic data files."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from lorakit.data.examples import Dataset
+from lorakit.data.files import Columns, load_file
+from lorakit.data.recipes import RECIPES, load_recipe
+from lorakit.data.root import resolve_data_root
+
+
+def load_dataset(
+    name_or_path: str,
+    split: str = "train",
+    data_root: str | Path | None = None,
+    *,
+    seed: int = 0,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    prompt_column: str | None = None,
+    completion_column: str | None = None,
+    limit: int | None = None,
+) -> Dataset:
+    """Load one split of a named recipe (``sst2``, ``trec``, ``subj``, ``mr``, ``e2e``) or of a file.
+
+    A recipe name wins over a same-named path; anything else must be an existing ``.jsonl``, ``.csv``
+    or ``.tsv`` file (whose own contents are the split, so ``split`` is ignored) or a directory holding
+    ``{split}.jsonl|csv|tsv``. ``seed`` drives the seeded splits of trec/subj/mr/e2e. The ``*_column``
+    options apply to files only. ``limit`` keeps the first ``limit`` examples of the split.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    columns = Columns(text_column, label_column, prompt_column, completion_column)
+    if name_or_path in RECIPES:
+        if columns != Columns():
+            raise ValueError(f"column options apply to data files, not to the recipe {name_or_path!r}")
+        dataset = load_recipe(name_or_path, split, resolve_data_root(data_root), seed)
+    elif Path(name_or_path).exists():
+        dataset = load_file(name_or_path, split, columns)
+    else:
+        raise ValueError(
+            f"unknown data set {name_or_path!r}: not a recipe ({', '.join(sorted(RECIPES))}) "
+            f"and no such file or directory"
+        )
+    if limit is not None and limit < len(dataset.examples):
+        dataset = replace(
+            dataset,
+            examples=dataset.examples[:limit],
+            info=f"{dataset.info} Limited to the first {limit} of {len(dataset.examples)} examples.",
+        )
+    return dataset
