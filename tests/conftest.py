@@ -54,3 +54,41 @@ def data_root() -> Path:
     if not DATA_ROOT.is_dir():
         pytest.skip(f"data root {DATA_ROOT} not present")
     return DATA_ROOT
+
+
+def tiny_tokenizer(vocab_size: int = 100):
+    """A word-level fast tokenizer over a made-up vocabulary, with [PAD]/[UNK]/[CLS]/[SEP] and a chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    words = [f"w{i}" for i in range(vocab_size - len(specials))]
+    vocab = {tok: i for i, tok in enumerate(specials + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                   cls_token="[CLS]", sep_token="[SEP]", eos_token="[SEP]")
+    return fast
+
+
+def save_tiny_folder(model, path: Path) -> Path:
+    """Save a tiny model and a matching tokenizer as a local Hugging Face folder."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tiny_tokenizer(model.config.vocab_size).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def tiny_bert_dir(tmp_path) -> Path:
+    """A local folder holding a tiny BERT encoder and tokenizer."""
+    return save_tiny_folder(tiny_bert(), tmp_path / "tiny-bert")
+
+
+@pytest.fixture
+def tiny_llama_dir(tmp_path) -> Path:
+    """A local folder holding a tiny Llama causal LM and tokenizer."""
+    return save_tiny_folder(tiny_llama(), tmp_path / "tiny-llama")
