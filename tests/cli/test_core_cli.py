@@ -121,3 +121,21 @@ def test_inspect_real_models(model, targets, modules, params, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["modules"] == modules and out["lora_params"] == params
     assert not any(r["module"].endswith("lm_head") for r in out["rows"])
+
+
+def test_merge_accepts_a_peft_written_adapter(tiny_llama_dir, tmp_path, capsys):
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    pm = peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    pm.save_pretrained(tmp_path / "peft-adapter")
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    expected = pm.eval()(input_ids=ids).logits
+    out = tmp_path / "merged"
+    assert main(["merge", str(tiny_llama_dir), "--adapter", str(tmp_path / "peft-adapter"), "--out", str(out)]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    torch.testing.assert_close(merged(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-5)
