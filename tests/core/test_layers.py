@@ -146,3 +146,17 @@ def test_disabled_runs_the_base(name):
     with lorakit.disabled(model):
         torch.testing.assert_close(model(x), base_out, rtol=0, atol=0)
     torch.testing.assert_close(model(x), adapted, rtol=0, atol=0)
+
+
+def test_injected_model_deepcopies_and_pickles():
+    import copy
+    import pickle
+
+    model, x, spec = build("linear")
+    lorakit.inject(model, lorakit.LoraSpec(r=2, targets=("0",), rank_pattern={"0": 3}))
+    randomize_b(model)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        torch.testing.assert_close(clone(x), model(x), rtol=0, atol=0)
+        assert clone.lorakit_spec == model.lorakit_spec
+        lorakit.merge(clone)  # the clone's layers own their parameters
+        torch.testing.assert_close(clone(x), model(x), rtol=1e-5, atol=1e-5)

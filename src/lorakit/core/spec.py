@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
 INITS = ("kaiming", "gaussian")
@@ -88,6 +88,16 @@ class LoraSpec:
         if self.layers is not None and any(i < 0 for i in self.layers):
             raise ValueError(f"layers must be non-negative indices, got {self.layers!r}")
 
+    def __reduce__(self):
+        # mappingproxy fields cannot be pickled or deep-copied as they are: rebuild from plain dicts,
+        # so deepcopy(model) and pickling of an injected model work.
+        kwargs = {f.name: dict(v) if isinstance(v, Mapping) else v for f in fields(self) for v in [getattr(self, f.name)]}
+        return (_spec_from_kwargs, (kwargs,))
+
     def scaling(self, r: int, alpha: float) -> float:
         """The factor s on the LoRA path for a module of rank ``r`` and numerator ``alpha``."""
         return alpha / math.sqrt(r) if self.rslora else alpha / r
+
+
+def _spec_from_kwargs(kwargs: dict) -> LoraSpec:
+    return LoraSpec(**kwargs)
