@@ -68,15 +68,9 @@ def amplification(weight: Tensor, delta: Tensor, rank: int, *, n_random: int = 8
     proj_delta = projection_norm(W, U_d[:, :rank], Vh_d[:rank].T)
     proj_weight = projection_norm(W, U_w[:, :rank], Vh_w[:rank].T)
     gen = torch.Generator().manual_seed(seed)
-    out, inp = W.shape
-    draws = torch.tensor(
-        [
-            projection_norm(W, orthonormal_columns(out, rank, gen).to(W.device),
-                            orthonormal_columns(inp, rank, gen).to(W.device))
-            for _ in range(n_random)
-        ],
-        dtype=DTYPE,
-    )
+    U_r = orthonormal_columns(W.shape[0], rank, gen, batch=n_random).to(W.device)
+    V_r = orthonormal_columns(W.shape[1], rank, gen, batch=n_random).to(W.device)
+    draws = torch.linalg.matrix_norm(U_r.mT @ W @ V_r).cpu()  # one ‖UᵀWV‖_F per draw
     delta_norm = float(torch.linalg.matrix_norm(D))
     return Amplification(
         rank=rank,

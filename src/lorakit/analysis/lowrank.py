@@ -48,11 +48,12 @@ def lowrank_svd(A: Tensor, B: Tensor, scaling: float = 1.0) -> tuple[Tensor, Ten
     return q_b @ u_c, s, q_a @ vh_c.T
 
 
-def orthonormal_columns(rows: int, cols: int, generator: torch.Generator) -> Tensor:
-    """A (rows, cols) matrix with orthonormal columns spanning a uniformly random subspace.
+def orthonormal_columns(rows: int, cols: int, generator: torch.Generator, batch: int | None = None) -> Tensor:
+    """A (rows, cols) matrix, or ``batch`` of them, with orthonormal columns spanning a uniformly random subspace.
 
     The span of i.i.d. Gaussian columns is uniform on the Grassmannian, and QR keeps the span of
     every leading block of columns, so nested prefixes are uniform too (what φ(i, j) needs).
     """
-    gauss = torch.randn(rows, cols, generator=generator, dtype=DTYPE)
+    shape = (rows, cols) if batch is None else (batch, rows, cols)
+    gauss = torch.randn(shape, generator=generator, dtype=DTYPE)
     return torch.linalg.qr(gauss)[0]

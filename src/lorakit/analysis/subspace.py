@@ -99,8 +99,8 @@ def random_baseline_mc(d: int, r1: int, r2: int, n_samples: int = 256, seed: int
     if n_samples < 2:
         raise ValueError(f"n_samples must be at least 2 to estimate a standard error, got {n_samples}")
     gen = torch.Generator().manual_seed(seed)
-    U1 = torch.stack([orthonormal_columns(d, r1, gen) for _ in range(n_samples)])
-    U2 = torch.stack([orthonormal_columns(d, r2, gen) for _ in range(n_samples)])
+    U1 = orthonormal_columns(d, r1, gen, batch=n_samples)
+    U2 = orthonormal_columns(d, r2, gen, batch=n_samples)
     phis = phi_from_overlap(U1.transpose(-1, -2) @ U2)
     return phis.mean(0), phis.std(0) / n_samples**0.5
 
