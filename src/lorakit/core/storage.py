@@ -210,6 +210,10 @@ def read_adapter(path: str | Path) -> AdapterFile:
         data = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{config_path}: not valid JSON ({exc})") from None
+    except RecursionError:  # e.g. "[[[[…" nested deeper than the interpreter's recursion limit
+        raise ValueError(f"{config_path}: not valid JSON (nested too deeply)") from None
+    except OSError as exc:
+        raise ValueError(f"{config_path}: cannot be read ({exc.strerror or exc})") from None
     config = AdapterConfig.from_json(data, str(config_path))
     try:
         tensors = load_file(str(weights_path))
