@@ -1,0 +1,96 @@
+"""Table 1 analogue: forward latency of base, merged LoRA and unmerged LoRA (qv and all-linear).
+
+Claim tested (paper §4, Table 1): a merged adapter adds no inference latency (ratio to base ≤ 1.01);
+the unmerged overhead is reported. Both embedded models, batch 1 × 128 tokens and batch 16 × 256
+tokens. The five variants are timed in interleaved rounds (base, merged, unmerged, ... again) so that
+machine noise hits them alike; each figure is a median.
+
+Finishes in about 10 minutes on 2 CPU cores (smollm2 at 16 × 256 dominates).
+
+    python benchmarks/reproduce/latency.py [--models minilm,smollm2] [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, markdown_table, write_results  # noqa: E402
+
+import lorakit  # noqa: E402
+from lorakit.core import lora_layers  # noqa: E402
+from lorakit.models import load_model  # noqa: E402
+
+SHAPES = ((1, 128), (16, 256))
+
+
+def variants(base: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """base, and for qv / all-linear r=8 adapters (B non-zero, as after training): unmerged and merged."""
+    out = {"base": base}
+    for targets in ("qv", "all-linear"):
+        model = copy.deepcopy(base)
+        lorakit.inject(model, lorakit.LoraSpec(r=8, alpha=16, targets=(targets,)))
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for layer in lora_layers(model).values():
+                layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=gen) * 0.01)
+        merged = copy.deepcopy(model)
+        lorakit.unload(merged, merge_first=True)  # a plain model again: exactly the base architecture
+        out[f"unmerged {targets}"] = model
+        out[f"merged {targets}"] = merged
+    return out
+
+
+def measure(name: str, reps: int) -> list[dict]:
+    """Median forward latency of every variant at every shape, in interleaved rounds."""
+    loaded = load_model(name)
+    models = variants(loaded.model.eval())
+    vocab = loaded.model.config.vocab_size
+    rows = []
+    for batch, seq in SHAPES:
+        ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(1))
+        samples: dict[str, list[float]] = {k: [] for k in models}
+        with torch.inference_mode():
+            for m in models.values():  # warm-up: allocator, thread pool, caches
+                m(input_ids=ids)
+            for _ in range(reps):
+                for key, m in models.items():
+                    start = time.perf_counter()
+                    m(input_ids=ids)
+                    samples[key].append(time.perf_counter() - start)
+        base = statistics.median(samples["base"])
+        for key, times in samples.items():
+            med = statistics.median(times)
+            rows.append({"model": name, "batch": batch, "seq": seq, "variant": key, "median_ms": 1000 * med,
+                         "ratio_to_base": med / base, "reps": reps})
+            print(f"{name} {batch}x{seq} {key:<22} {1000 * med:9.1f} ms  x{med / base:.3f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    """Measure and write ``results/latency.{json,md}``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="minilm,smollm2")
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows = [row for name in args.models.split(",") for row in measure(name, args.reps)]
+    payload = {"machine": machine(), "command": "python benchmarks/reproduce/latency.py " + " ".join(sys.argv[1:]),
+               "rows": rows}
+    table = ("# Forward latency: base vs merged vs unmerged LoRA (r=8)\n\n"
+             f"Measured {payload['machine']['date']} on {payload['machine']['cpus']} CPU cores, torch "
+             f"{payload['machine']['torch']}; medians of {args.reps} interleaved rounds.\n\n"
+             + markdown_table(rows, ["model", "batch", "seq", "variant", "median_ms", "ratio_to_base"]))
+    for path in write_results("latency", payload, table):
+        print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
