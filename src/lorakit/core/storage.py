@@ -117,10 +117,11 @@ class AdapterConfig:
         for name in ("rank_pattern", "alpha_pattern"):
             value = getattr(self, name)
             if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+                isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+                and math.isfinite(v) and v > 0
                 for k, v in value.items()
             ):
-                raise bad(name, "an object of pattern -> positive number")
+                raise bad(name, "an object of pattern -> positive finite number")
         if self.bias not in ("none", "all", "lora_only"):
             raise bad("bias", "one of none, all, lora_only")
         if self.modules_to_save is not None and not (
@@ -135,6 +136,7 @@ class AdapterConfig:
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise ValueError(f"{source}: written by a newer lorakit (format_version {version!r}); "
                              f"this one reads up to {FORMAT_VERSION}: upgrade lorakit")
+        _validate_slices(self.lorakit.get("slices", {}), source)
 
     def to_spec(self) -> LoraSpec:
         """The equivalent spec, keeping PEFT's matching rules (list: suffixes; str: full regex)."""
@@ -150,6 +152,26 @@ class AdapterConfig:
             layers=layers, rslora=self.use_rslora, bias=self.bias, modules_to_save=tuple(self.modules_to_save or ()),
             rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
         )
+
+
+def _validate_slices(slices: Any, source: str) -> None:
+    """``lorakit.slices``: module path -> {n, selected, r, alpha} of a fused projection, all typed."""
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(slices, dict):
+        raise ValueError(f"{source}: lorakit.slices must be an object of module path -> slices, got {slices!r}")
+    for path, s in slices.items():
+        ok = isinstance(s, dict) and all(k in s for k in ("n", "selected", "r", "alpha"))
+        if ok:
+            n, sel, r, alpha = s["n"], s["selected"], s["r"], s["alpha"]
+            ok = (is_int(n) and n >= 1 and isinstance(sel, list) and sel and all(is_int(i) and 0 <= i < n for i in sel)
+                  and len(set(sel)) == len(sel) and is_int(r) and r >= 1
+                  and isinstance(alpha, int | float) and not isinstance(alpha, bool) and math.isfinite(alpha) and alpha > 0)
+        if not ok:
+            raise ValueError(f"{source}: lorakit.slices[{path!r}] must be {{n: int >= 1, selected: distinct indices "
+                             f"in 0..n-1, r: int >= 1, alpha: number > 0}}, got {s!r}")
 
 
 @dataclass(frozen=True)
