@@ -7,6 +7,7 @@ A spec is validated once, in ``__post_init__``; nothing downstream "fixes" it. W
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -87,6 +88,14 @@ class LoraSpec:
             raise ValueError(f"bias must be one of {', '.join(BIAS_MODES)}, got {self.bias!r}")
         if self.layers is not None and any(i < 0 for i in self.layers):
             raise ValueError(f"layers must be non-negative indices, got {self.layers!r}")
+        for what, patterns in (("targets", self.targets), ("modules_to_save", self.modules_to_save),
+                               ("rank_pattern", tuple(self.rank_pattern)), ("alpha_pattern", tuple(self.alpha_pattern))):
+            for pattern in patterns:
+                if isinstance(pattern, str) and pattern.startswith("re:"):
+                    try:
+                        re.compile(pattern[3:])
+                    except re.error as exc:
+                        raise ValueError(f"{what}: {pattern!r} is not a valid regex ({exc})") from None
 
     def __reduce__(self):
         # mappingproxy fields cannot be pickled or deep-copied as they are: rebuild from plain dicts,
