@@ -120,7 +120,8 @@ def check_adapter_state(model: nn.Module, tensors: dict[str, Tensor], bias: str 
         problems.append(_listing("not floating point", bad_dtype))
     if problems:
         raise ValueError("adapter does not fit this model: " + "; ".join(problems))
-    nonfinite = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    # torch has no isfinite for 1-byte floats (float8_e4m3fn): check those in float32.
+    nonfinite = [k for k, v in tensors.items() if not torch.isfinite(v.float() if v.element_size() == 1 else v).all()]
     if nonfinite:
         raise ValueError("adapter holds non-finite values (NaN/Inf): " + _listing("tensors", nonfinite))
     return live
