@@ -160,3 +160,14 @@ def test_injected_model_deepcopies_and_pickles():
         assert clone.lorakit_spec == model.lorakit_spec
         lorakit.merge(clone)  # the clone's layers own their parameters
         torch.testing.assert_close(clone(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_merge_refuses_tied_weights():
+    from tests.conftest import tiny_llama
+
+    model = tiny_llama()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    lorakit.inject(model, lorakit.LoraSpec(r=2, targets=("lm_head",)))
+    with pytest.raises(ValueError, match="tied weights of lm_head"):
+        lorakit.merge(model)
+    assert not any(layer.merged for layer in lora_layers(model).values())
