@@ -1,0 +1,58 @@
+"""Figure 3 and Table 7 analogues: subspace similarity of the r=8 and r=64 SST-2 adapters, and amplification.
+
+Claims tested (paper §7.2-7.3): the top singular direction of ΔW is shared between a rank-8 and a
+rank-64 adapter (φ(1, j) > 0.5) while the other directions look like chance; ΔW amplifies directions
+of W that W itself does not emphasise (amplification factor ≫ 1, ‖UᵀWVᵀ‖ close to random directions).
+
+Uses the adapters of rank.py's r=8 and r=64 rows (trained if missing: about 12 minutes), then runs
+`lorakit analyze subspace` and `lorakit analyze amplification`; the analysis itself takes seconds.
+
+    python benchmarks/reproduce/figure3.py [--steps 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine, write_results  # noqa: E402
+from rank import rank_row  # noqa: E402
+from sweep import run_row  # noqa: E402
+
+
+def lorakit(*args: str) -> None:
+    """Run a lorakit command, echoing it."""
+    print("$ lorakit " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "lorakit", *args], check=True)
+
+
+def main() -> None:
+    """Train or reuse the two adapters, then write the figure, the φ table and the amplification table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=400)
+    args = parser.parse_args()
+    rows = [rank_row(8, args.steps), rank_row(64, args.steps)]
+    for row in rows:
+        if run_row(row) is None:
+            raise SystemExit(f"training failed: {row.command}")
+    a8, a64 = (str(row.out / "adapter") for row in rows)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for matrix in ("A", "B"):
+        lorakit("analyze", "subspace", a8, a64, "--matrix", matrix, "--plot", str(RESULTS / f"figure3_{matrix}.png"),
+                "--json", str(RESULTS / f"figure3_{matrix}.json"))
+    lorakit("analyze", "amplification", "minilm", a8, "--json", str(RESULTS / "amplification_r8.json"))
+    lorakit("analyze", "amplification", "minilm", a64, "--json", str(RESULTS / "amplification_r64.json"))
+    payload = {"machine": machine(), "adapters": {"r8": rows[0].command, "r64": rows[1].command},
+               "files": sorted(p.name for p in RESULTS.glob("figure3_*")) + ["amplification_r8.json",
+                                                                            "amplification_r64.json"]}
+    summary = json.loads((RESULTS / "figure3_A.json").read_text())
+    write_results("figure3", {**payload, "subspace_A": summary},
+                  "# Figure 3 analogue\n\nSee figure3_A.png, figure3_B.png and the JSON files.\n")
+
+
+if __name__ == "__main__":
+    main()
