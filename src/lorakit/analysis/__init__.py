@@ -4,6 +4,14 @@ amplification of the base weight, adapter algebra, plots and tables.
 Imports torch and ``lorakit.core`` only; matplotlib is imported inside the plotting functions.
 """
 
+from lorakit.analysis.adapters import (
+    CombinedAdapter,
+    amplification_by_module,
+    combine_adapter_files,
+    select_modules,
+    spectrum_by_module,
+    subspace_by_module,
+)
 from lorakit.analysis.algebra import FactorsLike, combine_concat, combine_modules, combine_svd
 from lorakit.analysis.amplification import Amplification, amplification, projection_norm
 from lorakit.analysis.lowrank import as_matrix, factor_matrices, lowrank_svd
@@ -27,6 +35,12 @@ from lorakit.analysis.subspace import (
 
 __all__ = [
     "Amplification",
+    "CombinedAdapter",
+    "amplification_by_module",
+    "combine_adapter_files",
+    "select_modules",
+    "spectrum_by_module",
+    "subspace_by_module",
     "FactorsLike",
     "Spectrum",
     "amplification",

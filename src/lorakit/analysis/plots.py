@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from torch import Tensor
 
 from lorakit.analysis.spectrum import Spectrum
 
 
-def _pyplot():
+def _pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend: imported here so that analysis works without it."""
     import matplotlib
 
@@ -103,7 +105,7 @@ def plot_subspace(
     return _save(fig, out_png)
 
 
-def _plot_lines(ax, grid, d: int | None, legend: bool) -> None:
+def _plot_lines(ax: Any, grid: np.ndarray, d: int | None, legend: bool) -> None:
     """φ(1, j) and φ(i, i) against the chance level max(i, j)/d (= k/d on both curves)."""
     r1, r2 = grid.shape
     k = min(r1, r2)
@@ -176,7 +178,8 @@ def plot_spectrum(
     return _save(fig, out_png)
 
 
-def _integer_ticks(ax, y: bool = True) -> None:
+def _integer_ticks(ax: Any, y: bool = True) -> None:
+    """Integer tick labels only: i, j and k are counts of directions."""
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
@@ -184,7 +187,7 @@ def _integer_ticks(ax, y: bool = True) -> None:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
 
 
-def _save(fig, out_png: str | Path) -> Path:
+def _save(fig: Any, out_png: str | Path) -> Path:
     """Write the figure (creating the folder) and free it: Agg figures otherwise pile up in memory."""
     import matplotlib.pyplot as plt
 

@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from lorakit.analysis.adapters import (
     amplification_by_module,
     select_modules,
@@ -33,7 +35,7 @@ from lorakit.analysis.tables import (
     to_jsonable,
 )
 from lorakit.cli.common import print_table, write_json
-from lorakit.core import read_adapter
+from lorakit.core import AdapterFile, read_adapter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +87,11 @@ def _say(args: argparse.Namespace, text: str) -> None:
     print(text, file=sys.stderr if args.json == "-" else sys.stdout)
 
 
+def _wrote_json(args: argparse.Namespace) -> None:
+    if args.json != "-":
+        print(f"wrote {args.json}")
+
+
 def _check_plot(args: argparse.Namespace) -> None:
     # Checked before any work, so a typo in the file name does not cost a whole analysis.
     if args.plot is not None and Path(args.plot).suffix.lower() != ".png":
@@ -116,6 +123,7 @@ def _subspace(args: argparse.Namespace) -> int:
         write_json({"analysis": "subspace", "matrix": args.matrix, "adapters": [args.adapter1, args.adapter2],
                     "chance": "max(i, j) / d", "notes": notes,
                     "modules": {p: subspace_record(g, dims[p]) for p, g in grids.items()}}, args.json)
+        _wrote_json(args)
     return 0
 
 
@@ -136,6 +144,7 @@ def _spectrum(args: argparse.Namespace) -> int:
         _say(args, f"wrote {path}")
     if args.json is not None:
         write_json({"analysis": "spectrum", "adapter": args.adapter, "modules": to_jsonable(spectra)}, args.json)
+        _wrote_json(args)
     return 0
 
 
@@ -155,10 +164,11 @@ def _amplification(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json({"analysis": "amplification", "model": args.model, "adapter": args.adapter, "notes": notes,
                     "modules": to_jsonable(results)}, args.json)
+        _wrote_json(args)
     return 0
 
 
-def load_base_model(name_or_path: str, adapter):
+def load_base_model(name_or_path: str, adapter: AdapterFile) -> torch.nn.Module:
     """The adapter's base model (with the head it was trained with), as an ``nn.Module``."""
     from lorakit.cli.common import load_model_for_adapter
 
