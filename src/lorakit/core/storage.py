@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from lorakit.core.inject import SPEC_ATTR, TARGETS_ATTR, inject, lora_layers
 from lorakit.core.layers import LoraLayer
-from lorakit.core.registry import kind_for
+from lorakit.core.registry import kind_for, require_kind
 from lorakit.core.spec import LoraSpec
 from lorakit.core.state import PEFT_PREFIX, LoraFactors, adapter_state_dict, load_adapter_state, peft_key
 from lorakit.core.targeting import Target, layer_index, select_targets
@@ -341,8 +341,34 @@ def targets_for(model: nn.Module, adapter: AdapterFile) -> tuple[LoraSpec, list[
         if s:
             t = dataclasses.replace(t, r=int(s["r"]), alpha=float(s["alpha"]),
                                     slices=(int(s["n"]), tuple(int(i) for i in s["selected"])))
+            if not require_kind(model.get_submodule(t.path), t.path).sliceable or t.out_features % t.slices[0]:
+                raise ValueError(f"lorakit.slices[{t.path!r}]: {t.kind} layer with {t.out_features} outputs "
+                                 f"cannot be split into {t.slices[0]} slices")
         out.append(t)
     return spec, out
+
+
+def _check_rank_limits(model: nn.Module, adapter: AdapterFile, targets: list[Target]) -> None:
+    """Refuse, before anything is allocated, a rank above ``min(in, out)`` that the file does not hold.
+
+    A few bytes of config can claim ``r = 10**9``; injecting first would try to allocate that. A rank
+    up to the layer's size is checked against the file after injection, with every other problem.
+    """
+    problems = []
+    for t in targets:
+        limit = min(t.in_features, t.out_features)
+        if t.rank <= limit:
+            continue
+        kind = require_kind(model.get_submodule(t.path), t.path)
+        stored = adapter.tensors.get(peft_key(t.path, "lora_A", kind.peft_names))
+        stored_rank = stored.shape[0] if stored is not None and stored.ndim else None
+        if stored_rank != t.rank:
+            problems.append(f"{t.path} (rank {t.rank} in the config, {stored_rank} in the file; "
+                            f"the layer allows at most min(in, out) = {limit})")
+    if problems:
+        more = f" … and {len(problems) - 8} more" if len(problems) > 8 else ""
+        raise ValueError(f"adapter does not fit this model: rank above the layer's limit ({len(problems)}): "
+                         + ", ".join(problems[:8]) + more)
 
 
 def load_adapter(model: nn.Module, path: str | Path | AdapterFile, *, trainable: bool = False) -> list[Target]:
@@ -351,11 +377,15 @@ def load_adapter(model: nn.Module, path: str | Path | AdapterFile, *, trainable:
     On any mismatch the model is left without LoRA layers and a ``ValueError`` lists the problems.
     """
     adapter = path if isinstance(path, AdapterFile) else read_adapter(path)
+    if lora_layers(model):
+        raise ValueError("this model already holds LoRA layers: unload() it before loading an adapter")
     spec, targets = targets_for(model, adapter)
-    inject(model, spec, targets)
+    _check_rank_limits(model, adapter, targets)
     try:
+        inject(model, spec, targets)
         load_adapter_state(model, adapter.tensors, spec.bias, spec.modules_to_save)
-    except ValueError:
+    except BaseException:
+        # All or nothing: a refused adapter (or one that fails half-way through inject) leaves no layer.
         from lorakit.core.inject import unload
         unload(model, merge_first=False)
         raise
