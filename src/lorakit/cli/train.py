@@ -1,0 +1,115 @@
+"""Fine-tune a LoRA adapter (or the full / BitFit baselines) on a data set.
+
+Examples::
+
+    lorakit train minilm sst2 --targets qv --rank 8
+    lorakit train smollm2 e2e --max-steps 300 --eval-limit 100
+    lorakit train --config run.toml --seed 1          # options on the command line win over the file
+    torchrun --nproc-per-node 2 -m lorakit train minilm sst2
+
+Every option is a field of ``lorakit.train.TrainConfig``; a config file (TOML or YAML) uses the same
+names (``max_steps`` or ``max-steps``). The run folder (``--out``) receives ``adapter/`` (PEFT layout;
+``model/`` for --full/--bitfit), ``metrics.json``, ``log.jsonl``, ``loss.png`` and a resumable
+``checkpoint/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+from lorakit.train.config import TrainConfig, field_types, load_config
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` report bad or unknown options as one ``error:`` line with exit code 2."""
+
+    def error(message: str) -> None:
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    parse_known = parser.parse_known_args
+
+    def strict_parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = parse_known(args, namespace)
+        if extras:  # argparse would report these later, with a usage block, from the top parser
+            error(f"unknown option {extras[0]!r} (see lorakit {parser.prog.split()[-1]} --help)")
+        return namespace, extras
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.parse_known_args = strict_parse_known_args  # type: ignore[method-assign]
+
+
+def _scalar(kind: Any) -> Any:
+    """The argparse ``type`` for a field annotation (``int | None`` → int)."""
+    args = [a for a in getattr(kind, "__args__", (kind,)) if a is not type(None)]
+    base = args[0] if args else kind
+    return base if base in (int, float, str) else str
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per :class:`TrainConfig` field (defaults are SUPPRESSed so a config file can set them)."""
+    types = field_types()
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="TOML or YAML file of options (same names as below); command-line options win")
+    for f in dataclasses.fields(TrainConfig):
+        meta, kind = f.metadata, types[f.name]
+        help_text = meta.get("help", "")
+        if meta.get("positional"):
+            parser.add_argument(f.name, metavar=f.name.upper(), nargs="?", default=argparse.SUPPRESS, help=help_text)
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        shown = "" if f.default is None else f" (default: {_shown(f.default)})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text + shown)
+        elif getattr(kind, "__origin__", None) is tuple:
+            parser.add_argument(flag, nargs="+", metavar="SPEC", default=argparse.SUPPRESS, help=help_text + shown)
+        else:
+            parser.add_argument(flag, type=_scalar(kind), choices=meta.get("choices"), default=argparse.SUPPRESS,
+                                metavar=None if meta.get("choices") else f.name.upper(), help=help_text + shown)
+    one_line_errors(parser)
+
+
+def _shown(value: Any) -> str:
+    return " ".join(value) if isinstance(value, tuple) else str(value)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig given by ``--config`` (if any) with the command line's options on top."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names}
+    if getattr(args, "config", None):
+        return load_config(args.config, given)
+    return TrainConfig.from_mapping(given, source="options")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, then print where the results are."""
+    from lorakit.train.runner import run_training
+
+    cfg = config_from_args(args)
+    metrics = run_training(cfg)
+    if metrics.get("stopped") == "interrupted":
+        print(f"interrupted at step {metrics['step']}: checkpoint written; continue with --resume", file=sys.stderr)
+        return 0
+    if "test" not in metrics:  # a non-main process of a distributed run
+        return 0
+    _print_summary(metrics)
+    return 0
+
+
+def _print_summary(m: dict[str, Any]) -> None:
+    test, base = m["test"], m.get("base") or {}
+    keys = [k for k in ("accuracy", "macro_f1", "mcc", "bleu", "rouge_l", "nist", "chrf") if k in test]
+    out = m["config"]["out"]
+    print(f"trained {m['method']} on {m['data']} for {m['step']} steps in {m['train_seconds']:.0f}s "
+          f"({m['tokens_per_second']:.0f} tokens/s); trainable {m['trainable_params']:,} of "
+          f"{m['total_params']:,} ({m['trainable_percent']:.3f}%)")
+    for k in keys:
+        before = f"{base[k]:.4f}" if isinstance(base.get(k), float) else "-"
+        print(f"  {m['test_split']} {k:<9} before {before:>8}   after {test[k]:.4f}")
+    where = m.get("adapter_dir") or m.get("model_dir")
+    print(f"saved {where}, {out}/metrics.json, {out}/loss.png")

@@ -1,0 +1,232 @@
+"""TrainConfig: every option of a training run, typed, frozen and validated once.
+
+The CLI (``lorakit train``) and config files (TOML or YAML) are views of this dataclass: each field is
+one option (``max_steps`` ↔ ``--max-steps`` ↔ ``max_steps = 100`` / ``max-steps: 100``), its help text
+lives next to it, and an unknown key or option is an error that names it.
+
+Options whose best value depends on the task or the method (``lr``, ``max_length``,
+``test_split``) default to ``None`` and are resolved by :meth:`TrainConfig.resolve` once the task is
+known; the table is :data:`DEFAULT_LR` (documented in ``lorakit train --help``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+# (method, task) -> peak learning rate. LoRA on a small sentence encoder wants a high rate (its head
+# starts from scratch and B from zero); full fine-tuning the usual 2e-5 (Devlin et al.); BitFit 1e-3.
+DEFAULT_LR: dict[tuple[str, str], float] = {
+    ("lora", "classify"): 2e-3, ("lora", "generate"): 2e-4,
+    ("full", "classify"): 2e-5, ("full", "generate"): 2e-5,
+    ("bitfit", "classify"): 2e-3, ("bitfit", "generate"): 5e-4,
+}
+# task -> tokens kept per example: SST-2 sentences fit in 64 word pieces; E2E prompt + reference in 192.
+DEFAULT_MAX_LENGTH = {"classify": 64, "generate": 192}
+# task -> split of the final report: GLUE-style dev accuracy for classification, E2E test for generation.
+DEFAULT_TEST_SPLIT = {"classify": "dev", "generate": "test"}
+TASKS = ("auto", "classify", "generate")
+DEVICES = ("auto", "cpu", "cuda")
+DECAYS = ("linear", "cosine", "constant")
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    """A field with its documentation: the help text is the field's comment and the CLI's help."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (LoRA, or the full / BitFit baselines), as the CLI and config files spell it."""
+
+    # -- what to train --------------------------------------------------------------------------
+    model: str | None = _opt(None, "model name (minilm, smollm2) or a local Hugging Face folder", positional=True)
+    data: str | None = _opt(None, "data set: a recipe (sst2, trec, subj, mr, e2e) or a .jsonl/.csv file", positional=True)
+    task: str = _opt("auto", "classify or generate; auto takes the data set's task", choices=TASKS)
+    data_root: str | None = _opt(None, "folder holding the shared data sets (default: $LORAKIT_DATA or ../shared/data)")
+    # -- the adapter ----------------------------------------------------------------------------
+    targets: tuple[str, ...] = _opt(("qv",), "modules to adapt: presets qv/attention/ffn/all-linear, suffixes, re:REGEX")
+    rank: int = _opt(8, "LoRA rank r")
+    alpha: float = _opt(16.0, "LoRA alpha (the update is scaled by alpha / r)")
+    dropout: float = _opt(0.05, "dropout on the LoRA path")
+    full: bool = _opt(False, "baseline: full fine-tuning of every weight (no adapter)")
+    bitfit: bool = _opt(False, "baseline: train only the biases (plus the classification head)")
+    # -- optimisation ---------------------------------------------------------------------------
+    lr: float | None = _opt(None, "peak learning rate (default: classify 2e-3 LoRA/BitFit, 2e-5 full; generate 2e-4 LoRA, 2e-5 full)")
+    weight_decay: float = _opt(0.01, "AdamW weight decay")
+    warmup_ratio: float = _opt(0.06, "fraction of the steps spent warming the rate up linearly")
+    decay: str = _opt("linear", "decay after warm-up: linear, cosine or constant", choices=DECAYS)
+    epochs: float = _opt(2.0, "passes over the training split (fractions allowed)")
+    max_steps: int | None = _opt(None, "stop after this many optimizer steps (caps --epochs)")
+    batch_size: int = _opt(32, "examples per optimizer step, over all processes and accumulation steps")
+    grad_accum: int = _opt(1, "split each batch into this many micro-batches (same math, less memory)")
+    max_grad_norm: float = _opt(1.0, "clip the gradient norm to this (0 turns clipping off)")
+    max_length: int | None = _opt(None, "tokens kept per example (default: classify 64, generate 192)")
+    seed: int = _opt(0, "seed of initialisation, data order and dropout")
+    group_by_length: bool = _opt(True, "batch examples of similar length together (less padding; order stays seeded)")
+    max_bad_steps: int = _opt(5, "abort after this many non-finite losses in a row (each one is skipped)")
+    # -- evaluation -----------------------------------------------------------------------------
+    eval_every: int | None = _opt(None, "evaluate (and keep the best adapter) every N steps; 0: at the end only (default: 4 times per run)")
+    eval_split: str = _opt("dev", "split used to pick the best checkpoint during training")
+    test_split: str | None = _opt(None, "split of the final report (default: classify dev, generate test)")
+    eval_limit: int | None = _opt(None, "evaluate on the first N examples only (for generation: N MRs)")
+    eval_batch_size: int = _opt(32, "batch size for evaluation and generation")
+    base_eval: bool = _opt(True, "also evaluate the base model before training (the 'before' in metrics.json)")
+    num_beams: int = _opt(1, "beam width for generation (1: greedy)")
+    max_new_tokens: int = _opt(64, "generation length cap")
+    # -- run ------------------------------------------------------------------------------------
+    out: str | None = _opt(None, "output folder (default: runs/MODEL-DATA[-full|-bitfit])")
+    resume: bool = _opt(False, "continue from OUT/checkpoint exactly where it stopped")
+    checkpoint_every: int | None = _opt(None, "write a resumable checkpoint every N steps (default: at each evaluation)")
+    log_every: int = _opt(10, "write a log.jsonl line every N steps")
+    device: str = _opt("auto", "auto (cuda when available), cpu or cuda", choices=DEVICES)
+    progress: bool = _opt(True, "show a progress bar")
+    threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.targets, str):
+            object.__setattr__(self, "targets", (self.targets,))
+        object.__setattr__(self, "targets", tuple(self.targets))
+        _check_types(self)
+        for name, allowed in (("task", TASKS), ("device", DEVICES), ("decay", DECAYS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        positive = ["rank", "batch_size", "grad_accum", "eval_batch_size", "num_beams", "max_new_tokens",
+                    "log_every", "max_bad_steps"]
+        positive += [n for n in ("max_steps", "max_length", "eval_limit", "checkpoint_every", "threads")
+                     if getattr(self, n) is not None]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.eval_every is not None and self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        for name in ("alpha", "epochs") + (("lr",) if self.lr is not None else ()):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        for name, low, high in (("dropout", 0.0, 1.0), ("warmup_ratio", 0.0, 1.0)):
+            if not low <= getattr(self, name) < high:
+                raise ValueError(f"{name} must be in [{low}, {high}), got {getattr(self, name)!r}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError("weight_decay and max_grad_norm must be >= 0")
+        if self.full and self.bitfit:
+            raise ValueError("choose one of --full and --bitfit")
+        if not self.targets or not all(t.strip() for t in self.targets):
+            raise ValueError(f"targets must be non-empty names, got {self.targets!r}")
+
+    @property
+    def method(self) -> str:
+        """"lora", "full" or "bitfit"."""
+        return "full" if self.full else "bitfit" if self.bitfit else "lora"
+
+    def resolve(self, task: str, model_name: str, data_name: str) -> TrainConfig:
+        """A copy with every task-dependent default filled in (``task`` is the data set's task)."""
+        if self.task != "auto" and self.task != task:
+            raise ValueError(f"--task {self.task} does not fit the data set {data_name!r}, whose task is {task}")
+        suffix = "" if self.method == "lora" else f"-{self.method}"
+        out = self.out or str(Path("runs") / f"{_slug(model_name)}-{_slug(data_name)}{suffix}")
+        return dataclasses.replace(
+            self, task=task, out=out,
+            lr=self.lr if self.lr is not None else DEFAULT_LR[(self.method, task)],
+            max_length=self.max_length or DEFAULT_MAX_LENGTH[task],
+            test_split=self.test_split or DEFAULT_TEST_SPLIT[task],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able values (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a mapping whose keys are field names (``-`` or ``_``); unknown keys raise."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            name = str(key).replace("-", "_")
+            if name not in names:
+                close = difflib.get_close_matches(name, sorted(names), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{source}: unknown option {key!r}{hint}")
+            kwargs[name] = value
+        try:
+            return cls(**kwargs)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+
+
+def _slug(name: str) -> str:
+    stem = Path(name).name or name
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in stem.removesuffix(".jsonl")) or "run"
+
+
+def field_types() -> dict[str, Any]:
+    """Field name -> its resolved type annotation."""
+    return get_type_hints(TrainConfig)
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Reject values of the wrong type (a config file's ``rank = "8"``) with the field's name."""
+    for name, kind in field_types().items():
+        value = getattr(cfg, name)
+        optional = type(None) in getattr(kind, "__args__", ())
+        base = kind if getattr(kind, "__origin__", None) is tuple else next(
+            (a for a in getattr(kind, "__args__", (kind,)) if a is not type(None)), kind)
+        if value is None and optional:
+            continue
+        if base is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(cfg, name, float(value))  # TOML's 2 for 2.0: the same number
+            continue
+        if base is int and isinstance(value, bool):
+            ok = False
+        elif getattr(base, "__origin__", None) is tuple:
+            ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        else:
+            ok = isinstance(value, base)
+        if not ok:
+            want = "a list of strings" if getattr(base, "__origin__", None) is tuple else base.__name__
+            raise ValueError(f"{name} must be {want}{' or null' if optional else ''}, got {value!r}")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a flat mapping of options."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML ({exc})") from None
+    elif path.suffix in (".yaml", ".yml"):
+        import yaml  # optional dependency (lorakit[train])
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        data = {} if data is None else data
+    else:
+        raise ValueError(f"{path}: config files must end in .toml, .yaml or .yml")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a table of options, got {type(data).__name__}")
+    nested = [k for k, v in data.items() if isinstance(v, dict)]
+    if nested:
+        raise ValueError(f"{path}: unknown option {nested[0]!r} (options are flat keys, not tables)")
+    # Lists from files become the tuples the dataclass holds.
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """A config file's options, then ``overrides`` (e.g. the options given on the command line)."""
+    values = {str(k).replace("-", "_"): v for k, v in read_config_file(path).items()}
+    values.update({k.replace("-", "_"): v for k, v in (overrides or {}).items()})
+    return TrainConfig.from_mapping(values, source=str(path))

@@ -1,0 +1,101 @@
+"""Data parallelism over ``torch.distributed``: gloo on CPU, nccl on GPU, started by ``torchrun``.
+
+Every process holds the whole model and the same global batch order; process ``r`` of ``W`` takes
+rows ``r, r+W, r+2W, …`` of each global batch (DistributedSampler's interleaving). Gradients are
+summed over processes with one ``all_reduce`` of a flat buffer and divided by the global number of
+loss terms (examples or target tokens), so the update equals one process's on the whole batch.
+This is done by hand rather than with ``DistributedDataParallel`` because the normaliser must be the
+*global* count, which DDP's averaging of per-process means gets wrong for token losses of unequal length.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: its rank, the world size and the device it computes on."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes files and shows progress."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        """Whether a process group is in use."""
+        return self.world_size > 1
+
+    def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over processes, in place (a no-op for one process)."""
+        if self.active:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def all_reduce_grads_(self, params: list[torch.nn.Parameter]) -> None:
+        """Sum the gradients of ``params`` over processes with a single flat all-reduce."""
+        if not self.active:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for p, g in zip(params, grads, strict=True):
+            n = g.numel()
+            p.grad = flat[offset:offset + n].view_as(g).clone()
+            offset += n
+
+    def gather_rng(self, states: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Every process's RNG states, in rank order (for a checkpoint written by rank 0)."""
+        if not self.active:
+            return [states]
+        out: list = [None] * self.world_size
+        dist.all_gather_object(out, {k: v.cpu() for k, v in states.items()})
+        return out
+
+    def barrier(self) -> None:
+        """Wait for every process."""
+        if self.active:
+            dist.barrier()
+
+    def shard(self, rows: list[int]) -> list[int]:
+        """This process's rows of a global batch."""
+        return rows[self.rank::self.world_size]
+
+
+def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → cuda when available; ``cuda`` without a GPU is a user error."""
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda, but no CUDA device is available (use --device cpu)")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_distributed(device_choice: str = "auto") -> DistContext:
+    """Join the process group described by torchrun's environment, or run as a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext(0, 1, resolve_device(device_choice))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_choice, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistContext(rank, world, device)
+
+
+def shutdown_distributed(ctx: DistContext) -> None:
+    """Leave the process group (if this process joined one)."""
+    if ctx.active and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,141 @@
+"""Evaluation: classification metrics, held-out loss, and generation scored with the E2E metrics.
+
+Generation decodes greedily (or with beams) from exactly the prompt prefix the training collator
+built (``encode_prompt``), batched with *left* padding so that every row's new tokens start at the same
+position; prompts are sorted by length first to waste little compute on padding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from lorakit.train.objectives import loss_terms, summed_loss, to_device
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ex", disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+@torch.no_grad()
+def predict_labels(model: nn.Module, examples: Sequence[Any], collate: Callable, batch_size: int = 64,
+                   progress: bool = False) -> list[int]:
+    """Arg-max class of each example, in order."""
+    was_training = model.training
+    model.eval()
+    device, preds = _device_of(model), [0] * len(examples)
+    # Similar lengths share a batch: far less padding, same predictions.
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].text))
+    with _bar(len(examples), "eval", progress) as bar:
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = to_device(collate([examples[i] for i in rows]), device)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            for i, p in zip(rows, logits.argmax(-1).tolist(), strict=True):
+                preds[i] = p
+            bar.update(len(rows))
+    model.train(was_training)
+    return preds
+
+
+def evaluate_classification(model: nn.Module, examples: Sequence[Any], collate: Callable, num_labels: int,
+                            batch_size: int = 64, progress: bool = False) -> dict[str, float]:
+    """Accuracy, macro-F1 and MCC (plus the example count) of ``model`` on ``examples``."""
+    from lorakit.train.metrics import classification_metrics
+
+    preds = predict_labels(model, examples, collate, batch_size, progress)
+    metrics = classification_metrics(preds, [e.label for e in examples], num_labels)
+    return {**metrics, "examples": len(examples)}
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, examples: Sequence[Any], collate: Callable, task: str,
+                  batch_size: int = 32) -> dict[str, float]:
+    """Mean cross-entropy per loss term (example or target token) over ``examples``."""
+    was_training = model.training
+    model.eval()
+    device, total, terms = _device_of(model), 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = to_device(collate(list(examples[start:start + batch_size])), device)
+        total += float(summed_loss(task, model, batch))
+        terms += loss_terms(task, batch)
+    model.train(was_training)
+    loss = total / max(terms, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)) if task == "generate" else float("nan")}
+
+
+@torch.no_grad()
+def generate_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[list[int]], *, batch_size: int = 16,
+                   max_new_tokens: int = 64, num_beams: int = 1, progress: bool = False) -> list[str]:
+    """Decode a completion for each tokenized prompt (greedy, or beam search); returns stripped texts."""
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    texts: list[str | None] = [None] * len(prompts)
+    with _bar(len(prompts), "generate", progress) as bar:
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            width = max(len(prompts[i]) for i in rows)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):  # left padding: the prompt ends at the last column
+                ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[r, width - len(prompts[i]):] = 1
+            out = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                num_beams=num_beams, do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+            )
+            for r, i in enumerate(rows):
+                texts[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True).strip()
+            bar.update(len(rows))
+    model.train(was_training)
+    return [t or "" for t in texts]
+
+
+def evaluate_generation(model: nn.Module, tokenizer: Any, examples: Sequence[Any], *, batch_size: int = 16,
+                        max_new_tokens: int = 64, num_beams: int = 1, use_chat_template: bool | None = None,
+                        progress: bool = False, samples: int = 3) -> dict[str, Any]:
+    """BLEU, NIST, ROUGE-L, chrF of generated completions against every reference of each example.
+
+    Returns the metrics plus ``examples`` (how many were scored) and ``samples`` (a few prompt /
+    output / reference triples to eyeball).
+    """
+    from lorakit.data.batches import encode_prompt, wants_chat_template
+    from lorakit.train.metrics import generation_metrics
+
+    chat = wants_chat_template(tokenizer, use_chat_template)
+    prompts = [encode_prompt(tokenizer, e.context if chat else e.prompt, chat) for e in examples]
+    outputs = generate_texts(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                             num_beams=num_beams, progress=progress)
+    references = [list(e.references) or [e.completion] for e in examples]
+    metrics: dict[str, Any] = dict(generation_metrics(outputs, references))
+    metrics["examples"] = len(examples)
+    metrics["samples"] = [{"prompt": e.prompt, "output": o, "reference": r[0]}
+                          for e, o, r in list(zip(examples, outputs, references, strict=True))[:samples]]
+    return metrics
+
+
+def evaluate_dataset(model: nn.Module, tokenizer: Any, dataset: Any, *, collate: Callable | None = None,
+                     batch_size: int = 32, max_length: int = 128, num_beams: int = 1, max_new_tokens: int = 64,
+                     progress: bool = False) -> dict[str, Any]:
+    """Evaluate on a data set by its task: classification metrics, or generation metrics."""
+    if dataset.task == "classify":
+        if collate is None:
+            from lorakit.data.batches import ClassificationCollator
+
+            collate = ClassificationCollator(tokenizer, max_length)
+        return evaluate_classification(model, dataset.examples, collate, dataset.num_labels, batch_size, progress)
+    return evaluate_generation(model, tokenizer, dataset.examples, batch_size=batch_size,
+                               max_new_tokens=max_new_tokens, num_beams=num_beams, progress=progress)

@@ -1,0 +1,279 @@
+"""The training loop: one function, explicit steps (nanoGPT-style), testable on a tiny model.
+
+Each optimizer step takes the next ``batch_size`` examples of the seeded stream, gives each process
+its rows, splits them into ``grad_accum`` micro-batches, and divides every summed loss by the global
+number of loss terms before ``backward`` (see :mod:`lorakit.train.objectives`), so the update does
+not depend on how the batch was split. Then: sum gradients over processes, clip, AdamW with the rate
+``lr_at(step)``. A non-finite loss or gradient skips the step (counted; ``max_bad_steps`` in a row
+abort). Evaluation, best-adapter selection and checkpoints happen at fixed step intervals; SIGTERM
+finishes the current step, writes a checkpoint and returns cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lorakit.train.checkpoint import (
+    CHECKPOINT,
+    TrainState,
+    find_checkpoint,
+    load_checkpoint,
+    rng_tensors,
+    save_checkpoint,
+    save_tensors_atomic,
+    trainable_tensors,
+)
+from lorakit.train.config import TrainConfig
+from lorakit.train.distributed import DistContext
+from lorakit.train.objectives import batch_tokens, loss_terms, summed_loss, to_device
+from lorakit.train.sampling import ExampleStream, example_length
+from lorakit.train.schedule import Schedule
+
+LOG_FILE = "log.jsonl"
+BEST = "best"
+
+
+class TrainingAborted(RuntimeError):
+    """Too many non-finite losses in a row: the run diverged."""
+
+
+@dataclass
+class LoopResult:
+    """How the loop ended and what it measured."""
+
+    state: TrainState
+    stopped: str  # "done", or "interrupted" (SIGTERM: a checkpoint was written)
+    seconds: float  # wall time of the loop in this process (not counting earlier runs)
+    tokens_per_second: float  # input tokens per second over all processes, this process's run
+    best_path: Path | None  # trainable tensors of the best evaluation, if any
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which evaluation metric picks the best adapter."""
+
+    metric: str  # key of the evaluate() dict, e.g. "accuracy" or "loss"
+    higher_is_better: bool
+
+    def better(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` beats ``best`` (ties keep the earlier checkpoint)."""
+        if best is None:
+            return math.isfinite(value)
+        return value > best if self.higher_is_better else value < best
+
+
+def intervals(cfg: TrainConfig, total_steps: int) -> tuple[int, int]:
+    """(evaluate every, checkpoint every) in steps; 0 means only at the end."""
+    eval_every = max(total_steps // 4, 1) if cfg.eval_every is None else cfg.eval_every
+    ckpt_every = cfg.checkpoint_every or eval_every or max(total_steps // 4, 1)
+    return eval_every, ckpt_every
+
+
+class _StopFlag:
+    """Set by SIGTERM; the loop polls it between steps."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.set = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _append_log(out_dir: Path | None, ctx: DistContext, record: dict[str, Any]) -> None:
+    if out_dir is not None and ctx.is_main:
+        with open(out_dir / LOG_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (a killed run may have logged steps its checkpoint lacks)."""
+    if path.is_file():
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines()
+                 if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        path.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no decay on biases and norms (1-D tensors)."""
+    params = list(trainable_tensors(model).items())
+    if not params:
+        raise ValueError("nothing to train: no parameter requires a gradient")
+    decay = [p for n, p in params if p.ndim >= 2]
+    no_decay = [p for n, p in params if p.ndim < 2]
+    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
+                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    return torch.optim.AdamW(groups, lr=cfg.lr or 1e-3, betas=(0.9, 0.999), eps=1e-8)
+
+
+def train_loop(
+    model: nn.Module,
+    examples: Sequence[Any],
+    collate: Callable[[list[Any]], dict[str, torch.Tensor]],
+    cfg: TrainConfig,
+    total_steps: int,
+    *,
+    ctx: DistContext | None = None,
+    out_dir: str | Path | None = None,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    selection: Selection = Selection("loss", False),
+    resume: bool = False,
+) -> LoopResult:
+    """Train ``model``'s trainable parameters for ``total_steps`` optimizer steps; see the module doc.
+
+    ``cfg`` must be resolved (``cfg.task`` and ``cfg.lr`` set). With ``out_dir``, the main process
+    appends to ``log.jsonl``, writes ``checkpoint/`` and ``best/``; ``resume`` continues from the
+    checkpoint there (an absent checkpoint starts fresh).
+    """
+    ctx = ctx or DistContext()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    world_rows = ctx.world_size * cfg.grad_accum
+    if cfg.batch_size % world_rows:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by processes × grad_accum = {world_rows}")
+    optimizer = make_optimizer(model, cfg)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    schedule = Schedule(cfg.lr, total_steps, round(cfg.warmup_ratio * total_steps), cfg.decay)
+    eval_every, ckpt_every = intervals(cfg, total_steps)
+    state = TrainState()
+    found = find_checkpoint(out) if (resume and out is not None) else None
+    if found is not None:
+        state = load_checkpoint(found, model, optimizer, ctx.rank)
+        if ctx.is_main:
+            _truncate_log(out / LOG_FILE, state.step)
+    elif out is not None and ctx.is_main:
+        (out / LOG_FILE).unlink(missing_ok=True)
+    best_path = out / BEST / "trainable.safetensors" if out is not None else None
+    lengths = [example_length(e) for e in examples] if cfg.group_by_length else None
+    stream = ExampleStream(len(examples), cfg.seed, cfg.batch_size, lengths)
+    bar = _progress(cfg, ctx, total_steps, state.step)
+    started, tokens_here, window = time.perf_counter(), 0, []
+
+    def do_eval() -> None:
+        if evaluate is None:
+            return
+        if ctx.is_main:
+            metrics = evaluate(model)
+            state.last_eval = metrics
+            _append_log(out, ctx, {"step": state.step, "eval": metrics})
+            value = metrics.get(selection.metric, float("nan"))
+            if selection.better(value, state.best_metric):
+                state.best_metric, state.best_step, state.best_eval = value, state.step, metrics
+                if best_path is not None:
+                    save_tensors_atomic(trainable_tensors(model), best_path)
+        model.train()
+        ctx.barrier()
+
+    def do_checkpoint() -> None:
+        state.train_seconds = seconds_before + time.perf_counter() - started
+        rngs = ctx.gather_rng(rng_tensors())
+        if out is not None and ctx.is_main:
+            save_checkpoint(out / CHECKPOINT, model, optimizer, state, rngs)
+        ctx.barrier()
+
+    seconds_before = state.train_seconds
+    model.train()
+    stopped = "done"
+    with _StopFlag() as stop:
+        while state.step < total_steps:
+            rows = ctx.shard(stream.take(state.examples_seen, cfg.batch_size))
+            size = len(rows) // cfg.grad_accum
+            micro = [collate([examples[i] for i in rows[k * size:(k + 1) * size]]) for k in range(cfg.grad_accum)]
+            head = torch.tensor([sum(loss_terms(cfg.task, b) for b in micro), float(stop.set)],
+                                dtype=torch.float64, device=ctx.device)
+            terms, stop_now = ctx.all_reduce_(head).tolist()
+            if stop_now:  # every process agrees, since the flags were summed
+                stopped = "interrupted"
+                do_checkpoint()
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = schedule(state.step)
+            loss_sum, tokens = torch.zeros((), dtype=torch.float64), 0
+            for batch in micro:
+                batch = to_device(batch, ctx.device)
+                loss = summed_loss(cfg.task, model, batch) / max(terms, 1.0)
+                loss.backward()
+                loss_sum += loss.detach().double().cpu()
+                tokens += batch_tokens(batch)
+            totals = torch.tensor([loss_sum.item(), float(tokens)], dtype=torch.float64, device=ctx.device)
+            ctx.all_reduce_(totals)
+            ctx.all_reduce_grads_(params)
+            step_loss, step_tokens = totals[0].item(), int(totals[1].item())
+            norm = _clip(params, cfg.max_grad_norm)
+            if math.isfinite(step_loss) and math.isfinite(norm):
+                optimizer.step()
+                state.bad_in_a_row = 0
+            else:
+                state.bad_in_a_row += 1
+                state.skipped_steps += 1
+                _append_log(out, ctx, {"step": state.step + 1, "skipped": True, "loss": str(step_loss)})
+            optimizer.zero_grad(set_to_none=True)
+            if state.bad_in_a_row >= cfg.max_bad_steps:
+                raise TrainingAborted(f"{state.bad_in_a_row} non-finite losses in a row at step {state.step + 1}; "
+                                      f"try a lower --lr")
+            state.step += 1
+            state.examples_seen += cfg.batch_size
+            state.tokens_seen += step_tokens
+            tokens_here += step_tokens
+            window.append(step_loss)
+            elapsed = time.perf_counter() - started
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens_here / max(elapsed, 1e-9):.0f}")
+            if state.step % cfg.log_every == 0 or state.step == total_steps:
+                finite = [v for v in window if math.isfinite(v)]
+                _append_log(out, ctx, {
+                    "step": state.step, "epoch": round(stream.epoch_of(state.examples_seen), 4),
+                    "loss": sum(finite) / max(len(finite), 1), "lr": schedule(state.step - 1),
+                    "grad_norm": norm, "tokens_per_s": tokens_here / max(elapsed, 1e-9),
+                    "elapsed_s": seconds_before + elapsed,
+                })
+                window = []
+            if (eval_every and state.step % eval_every == 0) or state.step == total_steps:
+                do_eval()
+            if state.step % ckpt_every == 0 or state.step == total_steps:
+                do_checkpoint()
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - started
+    has_best = best_path is not None and best_path.is_file()
+    return LoopResult(state, stopped, seconds, tokens_here / max(seconds, 1e-9), best_path if has_best else None)
+
+
+def _clip(params: list[nn.Parameter], max_norm: float) -> float:
+    """Clip in place (when ``max_norm`` > 0) and return the total gradient norm."""
+    grads = [p for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in grads])))
+
+
+def _progress(cfg: TrainConfig, ctx: DistContext, total: int, initial: int):
+    if not (cfg.progress and ctx.is_main):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)

@@ -1,0 +1,210 @@
+"""One training run from a :class:`TrainConfig`: data and model in, adapter and metrics out.
+
+The order of events: seed → read the data → load the model for the data set's task → evaluate the
+base (the "before") → make it trainable (LoRA / full / BitFit) → :func:`train_loop` → reload the best
+weights → final evaluation → ``adapter/`` (or ``model/``), ``metrics.json``, ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lorakit.train.checkpoint import load_tensors_into
+from lorakit.train.config import TrainConfig
+from lorakit.train.distributed import DistContext, init_distributed, shutdown_distributed
+from lorakit.train.evaluate import evaluate_dataset, evaluate_loss
+from lorakit.train.loop import LoopResult, Selection, train_loop
+from lorakit.train.outputs import METRICS_FILE, PLOT_FILE, folder_bytes, peak_memory_mb, plot_loss, write_json
+
+HEAD_NAMES = ("classifier", "score")  # sequence-classification heads of BERT-like / decoder models
+TASK_TYPES = {"classify": "SEQ_CLS", "generate": "CAUSAL_LM"}  # PEFT's task_type values
+DATA_SPLIT_SEED = 0  # seeded splits (trec/subj/mr/e2e dev) stay fixed when --seed changes
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) alike."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def head_names(model: nn.Module) -> tuple[str, ...]:
+    """The classification head's module name(s) among the model's direct children."""
+    children = dict(model.named_children())
+    return tuple(n for n in HEAD_NAMES if n in children)
+
+
+def make_trainable(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
+    """Apply the method: inject LoRA (head in modules_to_save), unfreeze all, or biases + head."""
+    heads = head_names(model) if cfg.task == "classify" else ()
+    if cfg.method == "lora":
+        from lorakit.core import LoraSpec, inject
+
+        spec = LoraSpec(r=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, targets=cfg.targets,
+                        modules_to_save=heads)
+        targets = inject(model, spec)
+        return {"lora_modules": len(targets)}
+    for name, param in model.named_parameters():
+        if cfg.method == "full":
+            param.requires_grad = True
+        else:  # BitFit (Ben Zaken et al. 2022): biases, plus the task head that starts from scratch
+            param.requires_grad = name.endswith("bias") or name.split(".")[0] in heads
+    return {}
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, loaded once."""
+
+    cfg: TrainConfig  # resolved
+    train: Any  # Dataset of the train split
+    eval_set: Any  # Dataset picking the best checkpoint
+    test_set: Any  # Dataset of the final report
+    loaded: Any  # lorakit.models.LoadedModel
+    collate: Any
+
+
+def prepare(cfg: TrainConfig, ctx: DistContext) -> Prepared:
+    """Seed, read the splits, resolve the task's defaults and load the model on ``ctx.device``."""
+    from lorakit.data import load_dataset
+    from lorakit.data.batches import CausalLMCollator, ClassificationCollator
+    from lorakit.models import load_model
+
+    if cfg.model is None or cfg.data is None:
+        raise ValueError("give a MODEL and a DATA set (on the command line or as model/data in --config)")
+    seed_everything(cfg.seed)
+    train = load_dataset(cfg.data, "train", cfg.data_root, seed=DATA_SPLIT_SEED)
+    cfg = cfg.resolve(train.task, cfg.model, cfg.data)
+    eval_set = load_dataset(cfg.data, cfg.eval_split, cfg.data_root, seed=DATA_SPLIT_SEED)
+    test_set = load_dataset(cfg.data, cfg.test_split, cfg.data_root, seed=DATA_SPLIT_SEED, limit=cfg.eval_limit)
+    loaded = load_model(cfg.model, cfg.task, num_labels=train.num_labels if cfg.task == "classify" else None)
+    loaded.model.to(ctx.device)
+    if cfg.task == "classify":
+        collate = ClassificationCollator(loaded.tokenizer, cfg.max_length)
+    else:
+        collate = CausalLMCollator(loaded.tokenizer, cfg.max_length)
+    return Prepared(cfg, train, eval_set, test_set, loaded, collate)
+
+
+def final_eval(p: Prepared, model: nn.Module, progress: bool) -> dict[str, Any]:
+    """The report's evaluation on the test split (generation for generate tasks)."""
+    c = p.cfg
+    return evaluate_dataset(model, p.loaded.tokenizer, p.test_set, collate=p.collate, batch_size=c.eval_batch_size,
+                            num_beams=c.num_beams, max_new_tokens=c.max_new_tokens, progress=progress)
+
+
+def selection_eval(p: Prepared):
+    """(evaluate function, selection rule) used during training to pick the best weights."""
+    c = p.cfg
+    if c.task == "classify":
+        def run(model: nn.Module) -> dict[str, float]:
+            return evaluate_dataset(model, p.loaded.tokenizer, p.eval_set, collate=p.collate,
+                                    batch_size=c.eval_batch_size)
+        return run, Selection("accuracy", True)
+
+    def run_loss(model: nn.Module) -> dict[str, float]:
+        return evaluate_loss(model, p.eval_set.examples, p.collate, "generate", c.eval_batch_size)
+    return run_loss, Selection("loss", False)
+
+
+def total_steps_for(cfg: TrainConfig, n_train: int) -> int:
+    """Optimizer steps of the run: ``epochs`` over the data, capped by ``max_steps``."""
+    steps = max(1, math.ceil(cfg.epochs * n_train / cfg.batch_size))
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def run_training(cfg: TrainConfig) -> dict[str, Any]:
+    """Run one training as configured; returns the metrics written to ``metrics.json``.
+
+    Under torchrun every process calls this; only rank 0 evaluates and writes files. A SIGTERM
+    returns early with ``{"stopped": "interrupted", ...}`` after writing a checkpoint.
+    """
+    wall = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ctx = init_distributed(cfg.device)
+    try:
+        return _run(cfg, ctx, wall)
+    finally:
+        shutdown_distributed(ctx)
+
+
+def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
+    p = prepare(cfg, ctx)
+    cfg, model, out = p.cfg, p.loaded.model, Path(p.cfg.out)
+    show = cfg.progress and ctx.is_main
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "train_config.json", cfg.to_json())
+    base_metrics = None
+    if cfg.base_eval and ctx.is_main and not (cfg.resume and (out / METRICS_FILE).is_file()):
+        base_metrics = final_eval(p, model, show)
+        write_json(out / "base_metrics.json", base_metrics)
+    elif (out / "base_metrics.json").is_file() and ctx.is_main:
+        import json
+
+        base_metrics = json.loads((out / "base_metrics.json").read_text())
+    ctx.barrier()
+    # Re-seed so the adapter's initialisation does not depend on whether the base was evaluated.
+    seed_everything(cfg.seed + 1)
+    extra = make_trainable(model, cfg)
+    from lorakit.core import parameter_report
+
+    report = parameter_report(model)
+    total_steps = total_steps_for(cfg, len(p.train))
+    evaluate, selection = selection_eval(p)
+    result: LoopResult = train_loop(model, p.train.examples, p.collate, cfg, total_steps, ctx=ctx, out_dir=out,
+                                    evaluate=evaluate, selection=selection, resume=cfg.resume)
+    summary: dict[str, Any] = {
+        "stopped": result.stopped, "step": result.state.step, "total_steps": total_steps,
+        "trainable_params": report.trainable, "total_params": report.total,
+        "trainable_percent": report.percent, "lora_params": report.lora, **extra,
+    }
+    if result.stopped != "done" or not ctx.is_main:
+        return summary
+    if result.best_path is not None:
+        load_tensors_into(model, result.best_path)
+    if cfg.task == "classify" and cfg.test_split == cfg.eval_split and result.state.best_eval:
+        test_metrics = result.state.best_eval  # the same weights on the same split: no need to rerun
+    else:
+        test_metrics = final_eval(p, model, show)
+    saved = _save_model(p, model, out)
+    metrics = {
+        "model": cfg.model, "data": cfg.data, "task": cfg.task, "method": cfg.method,
+        "test_split": cfg.test_split, "test": test_metrics, "base": base_metrics,
+        "best_step": result.state.best_step, "best_eval": {selection.metric: result.state.best_metric},
+        "last_eval": result.state.last_eval, **summary,
+        "skipped_steps": result.state.skipped_steps, "tokens_seen": result.state.tokens_seen,
+        "tokens_per_second": result.tokens_per_second, "train_seconds": result.state.train_seconds,
+        "wall_seconds": time.perf_counter() - wall, "peak_memory_mb": peak_memory_mb(ctx.device),
+        "device": str(ctx.device), "processes": ctx.world_size, **saved,
+        "config": cfg.to_json(),
+    }
+    write_json(out / METRICS_FILE, metrics)
+    plot_loss(out / "log.jsonl", out / PLOT_FILE, selection.metric)
+    return metrics
+
+
+def _save_model(p: Prepared, model: nn.Module, out: Path) -> dict[str, Any]:
+    """Write ``adapter/`` (LoRA, PEFT layout) or ``model/`` (full, BitFit: a whole HF folder)."""
+    cfg = p.cfg
+    if cfg.method == "lora":
+        from lorakit.core import save_adapter
+
+        path = save_adapter(model, out / "adapter", task_type=TASK_TYPES[cfg.task], base_model=p.loaded.name,
+                            extra={"trained_with": {"data": cfg.data, "steps": cfg.max_steps, "seed": cfg.seed}})
+        weights = path / "adapter_model.safetensors"
+        return {"adapter_dir": str(path), "adapter_bytes": folder_bytes(weights)}
+    path = out / "model"
+    model.save_pretrained(path, safe_serialization=True)
+    p.loaded.tokenizer.save_pretrained(path)
+    return {"model_dir": str(path), "model_bytes": folder_bytes(path / "model.safetensors")}

@@ -1,0 +1,20 @@
+"""Fixtures of the train tests: tiny model folders and data sets, built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny_models import make_classify_data, make_generate_data, make_tiny_bert_dir, make_tiny_llama_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Model folders and data folders shared by the train tests (built once per session)."""
+    root = tmp_path_factory.mktemp("tiny")
+    return {
+        "bert": make_tiny_bert_dir(root / "bert"),
+        "llama": make_tiny_llama_dir(root / "llama"),
+        "cls_data": make_classify_data(root / "cls_data"),
+        "gen_data": make_generate_data(root / "gen_data"),
+    }
