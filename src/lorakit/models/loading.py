@@ -69,6 +69,7 @@ def load_model(
         if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
     path = resolve_model_path(name_or_path)
+    _require_safetensors(path)
 
     os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces with local_files_only: never reach a hub
     from transformers import AutoConfig, AutoTokenizer
@@ -90,7 +91,7 @@ def load_model(
 
     with quiet_transformers():
         model, info = auto_class.from_pretrained(
-            path, local_files_only=True, dtype=dtype, output_loading_info=True, **overrides
+            path, local_files_only=True, dtype=dtype, output_loading_info=True, use_safetensors=True, **overrides
         )
     _log_loading_info(model, info, new_head, str(name_or_path))
     generation_config = getattr(model, "generation_config", None)
@@ -99,6 +100,21 @@ def load_model(
         generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=str(name_or_path), source_path=path, task=task)
+
+
+_PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def _require_safetensors(path: Path) -> None:
+    """Refuse a folder whose weights exist only as pickle files: lorakit never unpickles (they can run code)."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_WEIGHTS)
+    if pickles:
+        raise ValueError(
+            f"{path} holds its weights only as pickle files ({', '.join(pickles)}); lorakit loads safetensors "
+            f"only, because unpickling can run arbitrary code. Convert them once with the tool that wrote them"
+        )
 
 
 def model_family(model: Any) -> str:
