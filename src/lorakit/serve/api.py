@@ -1,0 +1,260 @@
+"""LoraServer: the Python face of serving, for notebooks and for the HTTP layer.
+
+::
+
+    from lorakit.serve import LoraServer
+
+    server = LoraServer.from_pretrained("smollm2", adapters_dir="adapters/")
+    server.add_adapter("sql")                            # from the adapters folder, or add_adapter("x", path)
+    out = server.generate(["SELECT", "Once upon"], adapters=["sql", None], max_tokens=32)
+    print(out[0].text)
+
+One frozen base, an :class:`~lorakit.serve.bank.AdapterBank` of adapters and, for causal LMs, an
+:class:`~lorakit.serve.engine.Engine` that batches requests of different adapters together.
+Adapters named by a request but not resident are loaded from the adapters folder on demand
+(least recently used ones are evicted beyond ``max_loaded``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lorakit.serve.bank import AdapterBank, BankFull, LoadedAdapter
+from lorakit.serve.engine import Engine, GenerationRequest, QueueFull, RequestUpdate
+from lorakit.serve.folder import AdapterFolder, AdapterNotFound, check_name
+from lorakit.serve.sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The result of one generation request."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    adapter: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The result of classifying one text."""
+
+    label: str
+    index: int
+    probs: list[float]
+    logits: list[float]
+    adapter: str | None
+
+
+class LoraServer:
+    """One base model serving many adapters, mixed freely within a batch."""
+
+    def __init__(self, model: nn.Module, tokenizer, *, name: str = "base", task: str = "generate",
+                 adapters_dir: str | Path | None = None, max_loaded: int = 8, max_batch: int = 16,
+                 max_queue: int = 64, max_prefill_tokens: int = 4096) -> None:
+        if task not in ("generate", "classify"):
+            raise ValueError(f"task must be 'generate' or 'classify', got {task!r}")
+        self.model, self.tokenizer, self.name, self.task = model.eval(), tokenizer, str(name), task
+        self.bank = AdapterBank(model, max_loaded=max_loaded)
+        self.folder = AdapterFolder(adapters_dir) if adapters_dir is not None else None
+        self.engine = Engine(model, tokenizer, self.bank, max_batch=max_batch, max_queue=max_queue,
+                             max_prefill_tokens=max_prefill_tokens) if task == "generate" else None
+        if self.engine is not None:
+            self.engine.loader = self._load_from_folder
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, task: str = "generate", num_labels: int | None = None,
+                        **kwargs) -> LoraServer:
+        """Load a base with :func:`lorakit.models.load_model` (embedded name or local folder)."""
+        from lorakit.models import load_model
+
+        loaded = load_model(name_or_path, task=task, num_labels=num_labels)
+        return cls(loaded.model, loaded.tokenizer, name=loaded.name, task=task, **kwargs)
+
+    # ---- adapters --------------------------------------------------------------------------
+    def add_adapter(self, name: str, path: str | Path | None = None) -> LoadedAdapter:
+        """Load adapter ``name`` from ``path``, or from the adapters folder when no path is given."""
+        check_name(name)
+        if name == self.name:
+            raise ValueError(f"adapter name {name!r} is the base model's name")
+        if path is None:
+            if self.folder is None:
+                raise ValueError("no adapters folder configured: pass the adapter's path")
+            path = self.folder.resolve(name)
+        return self.bank.load(name, path)
+
+    def remove_adapter(self, name: str) -> None:
+        """Unload a resident adapter (``KeyError`` if not loaded)."""
+        self.bank.unload(name)
+
+    def available(self) -> list[str]:
+        """Adapters that can be loaded from the adapters folder."""
+        return self.folder.available() if self.folder is not None else []
+
+    def resolve_model(self, model: str | None) -> str | None:
+        """Map an OpenAI ``model`` field to an adapter name (``None``: the base model)."""
+        if model is None or model == self.name:
+            return None
+        check_name(model)
+        if model in self.bank:
+            return model
+        if self.folder is None:
+            raise AdapterNotFound(f"adapter {model!r} is not loaded")
+        self.folder.resolve(model)  # AdapterNotFound if absent
+        return model
+
+    def _load_from_folder(self, adapter: str) -> None:
+        if self.folder is None:
+            raise AdapterNotFound(f"adapter {adapter!r} is not loaded")
+        self.bank.load(adapter, self.folder.resolve(adapter))
+
+    def _pin(self, adapter: str) -> None:
+        # Under bank.lock, so that nothing evicts the adapter between loading and pinning it.
+        with self.bank.lock:
+            if adapter not in self.bank:
+                self._load_from_folder(adapter)
+            self.bank.acquire(adapter)
+
+    # ---- generation ------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of a completion prompt (the tokenizer's own special tokens included)."""
+        return list(self.tokenizer(prompt)["input_ids"])
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of a chat rendered with the tokenizer's chat template, ready for the reply."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"the tokenizer of {self.name!r} has no chat template; use /v1/completions")
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None, on_update) -> str:
+        """Queue one request; its adapter (checked to exist now) is loaded when the request runs."""
+        engine = self._require_engine()
+        if adapter is not None and adapter not in self.bank:
+            self.resolve_model(adapter)  # AdapterNotFound / ValueError before queueing
+            with self.bank.lock:
+                try:  # load now, so that a bad adapter is refused now; else it loads on admission
+                    if adapter not in self.bank:
+                        self._load_from_folder(adapter)
+                except BankFull:
+                    pass
+        return engine.submit(GenerationRequest(prompt_ids, params, adapter, on_update))
+
+    def generate(self, prompts: list[str] | str, adapters: list[str | None] | str | None = None, *,
+                 max_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                 stop: tuple[str, ...] | list[str] = ()) -> list[Completion]:
+        """Complete every prompt, each with its own adapter (``None``: base), all batched together."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        adapters = self._per_row(adapters, len(prompts))
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=tuple(stop))
+        return self.generate_ids([self.encode_prompt(p) for p in prompts], adapters, params)
+
+    def generate_ids(self, prompt_ids: list[list[int]], adapters: list[str | None],
+                     params: SamplingParams | list[SamplingParams]) -> list[Completion]:
+        """Like :meth:`generate` for token ids; blocks until every request is done."""
+        engine = self._require_engine()
+        params = params if isinstance(params, list) else [params] * len(prompt_ids)
+        for adapter in dict.fromkeys(adapters):  # fail before anything is queued
+            if adapter is not None and adapter not in self.bank:
+                self.resolve_model(adapter)
+        results: list[list[RequestUpdate]] = [[] for _ in prompt_ids]
+        done = [threading.Event() for _ in prompt_ids]
+
+        def collector(i: int):
+            def on_update(update: RequestUpdate) -> None:
+                results[i].append(update)
+                if update.finish_reason is not None:
+                    done[i].set()
+            return on_update
+
+        pending = list(range(len(prompt_ids)))
+        while pending:
+            i = pending[0]
+            try:
+                self.submit(prompt_ids[i], params[i], adapters[i], collector(i))
+                pending.pop(0)
+            except QueueFull:
+                # Wait for queued rows to join the batch.
+                if not (engine.queue_depth or engine.batch_size):
+                    raise
+                if engine.running:
+                    time.sleep(0.01)  # the engine thread is draining the queue
+                else:
+                    engine.step()  # no background thread: make room by running a step here
+        if engine.running:
+            for event in done:
+                event.wait()
+        else:
+            engine.run_until_idle()
+        return [self._completion(updates, adapters[i]) for i, updates in enumerate(results)]
+
+    @staticmethod
+    def _completion(updates: list[RequestUpdate], adapter: str | None) -> Completion:
+        last = updates[-1]
+        return Completion("".join(u.text for u in updates), last.finish_reason or "error", last.prompt_tokens,
+                          last.completion_tokens, adapter, last.error)
+
+    # ---- classification --------------------------------------------------------------------
+    def classify(self, texts: list[str] | str, adapters: list[str | None] | str | None = None, *,
+                 max_length: int = 512) -> list[Classification]:
+        """Classify every text, each with its own adapter, in one batched forward."""
+        if self.task != "classify":
+            raise ValueError(f"{self.name!r} is served for generation; start the server with task 'classify'")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            return []
+        adapters = self._per_row(adapters, len(texts))
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        enc = {k: v.to(self.bank.device) for k, v in enc.items()}
+        pinned: list[str] = []
+        try:
+            for a in adapters:
+                if a is not None:
+                    self._pin(a)
+                    pinned.append(a)
+            with self.bank.lock, torch.inference_mode(), self.bank.batch([self.bank.slot(a) for a in adapters]):
+                logits = self.model(**enc).logits.float()
+        finally:
+            for a in pinned:
+                self.bank.release(a)
+        probs = torch.softmax(logits, dim=-1)
+        labels = getattr(self.model.config, "id2label", None) or {}
+        out = []
+        for i, a in enumerate(adapters):
+            index = int(probs[i].argmax())
+            out.append(Classification(str(labels.get(index, index)), index, probs[i].tolist(), logits[i].tolist(), a))
+        return out
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _require_engine(self) -> Engine:
+        if self.engine is None:
+            raise ValueError(f"{self.name!r} is served for classification; use classify()")
+        return self.engine
+
+    @staticmethod
+    def _per_row(adapters, n: int) -> list[str | None]:
+        if adapters is None or isinstance(adapters, str):
+            return [adapters] * n
+        adapters = list(adapters)
+        if len(adapters) != n:
+            raise ValueError(f"got {n} inputs but {len(adapters)} adapters")
+        return adapters
+
+    def start(self) -> None:
+        """Run the engine on a background thread (the HTTP server does)."""
+        if self.engine is not None:
+            self.engine.start()
+
+    def close(self) -> None:
+        """Stop the engine and give the model back without any bank modules."""
+        if self.engine is not None:
+            self.engine.shutdown()
+        self.bank.close()

@@ -1,0 +1,73 @@
+"""KV-cache surgery for continuous batching: merge a prefilled group into the running batch, drop rows.
+
+The running batch keeps one left-padded cache ``(rows, heads, L, dim)`` per layer and a 2-D
+attention mask ``(rows, L)`` (1 = real token). Every row also has its own position counter, so a
+row's positions never depend on how much padding it sits behind: its logits equal those of the
+row run alone.
+
+- join: the newly prefilled group is left-padded (or the running batch is) to the longer length,
+  then the two are concatenated along the batch dimension;
+- leave: finished rows are dropped by index, then leading columns that are padding in every row
+  are trimmed so the cache does not keep growing with rows that left.
+
+Only transformers' full-attention ``DynamicLayer`` is handled; sliding-window layers keep their own
+length bookkeeping, which padding would break, so they are refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _layers(cache) -> list:
+    from transformers.cache_utils import DynamicLayer
+
+    layers = list(cache.layers)
+    for layer in layers:
+        if type(layer) is not DynamicLayer:
+            raise ValueError(f"continuous batching needs full-attention caches; this model uses {type(layer).__name__}")
+    return layers
+
+
+def check_cache(cache) -> None:
+    """Raise ``ValueError`` if the cache holds layers the surgery below cannot handle."""
+    _layers(cache)
+
+
+def _pad_left(t: Tensor, n: int) -> Tensor:
+    # keys/values are (rows, heads, L, dim): pad dim 2 on the left with zeros (masked anyway).
+    return F.pad(t, (0, 0, n, 0)) if n else t
+
+
+def merge(cache, mask: Tensor, new_cache, new_mask: Tensor) -> tuple[object, Tensor]:
+    """Append the rows of ``new_cache`` to ``cache`` (both left-padded); returns (cache, mask).
+
+    ``cache`` is changed in place and returned; with no running batch (``cache is None``) the new
+    group simply becomes the batch.
+    """
+    if cache is None:
+        check_cache(new_cache)
+        return new_cache, new_mask
+    old_len, new_len = mask.shape[1], new_mask.shape[1]
+    length = max(old_len, new_len)
+    for old, new in zip(_layers(cache), _layers(new_cache), strict=True):
+        old.keys = torch.cat([_pad_left(old.keys, length - old_len), _pad_left(new.keys, length - new_len)])
+        old.values = torch.cat([_pad_left(old.values, length - old_len), _pad_left(new.values, length - new_len)])
+    mask = torch.cat([F.pad(mask, (length - old_len, 0)), F.pad(new_mask, (length - new_len, 0))])
+    return cache, mask
+
+
+def keep_rows(cache, mask: Tensor, keep: list[int]) -> tuple[object, Tensor]:
+    """Keep only rows ``keep`` (in that order) and trim all-padding leading columns."""
+    index = torch.tensor(keep, device=mask.device)
+    mask = mask.index_select(0, index)
+    # Columns before the first real token of every row hold nothing anyone attends to.
+    real = mask.any(0).nonzero()
+    start = int(real[0]) if real.numel() else mask.shape[1]
+    mask = mask[:, start:]
+    for layer in _layers(cache):
+        layer.keys = layer.keys.index_select(0, index)[:, :, start:]
+        layer.values = layer.values.index_select(0, index)[:, :, start:]
+    return cache, mask

@@ -1,0 +1,149 @@
+"""Turn an adapter file into per-module updates for the bank, validated against the base model.
+
+Everything that can be wrong with an adapter is found here, before the bank changes: targets that
+match no module, layer kinds the bank cannot serve, missing / unexpected / mis-shaped tensors,
+non-finite values. Each is a ``ValueError`` naming the problem (the HTTP layer answers 400).
+
+Targets are resolved against the base model's *original* module tree (captured before the bank
+wrapped anything), so a module already serving other adapters still counts as the Linear it wraps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from lorakit.core import AdapterFile
+from lorakit.core.state import PEFT_PREFIX, peft_key
+from lorakit.core.storage import targets_for
+from lorakit.core.targeting import name_matches
+
+# Layer kinds whose LoRA path is a pair of matmuls the bank can batch.
+SERVABLE_KINDS = ("linear", "hf_conv1d")
+
+
+class OriginalTree:
+    """The base model's module tree as it was before the bank wrapped anything.
+
+    Offers the two methods target selection reads (``named_modules``, ``get_output_embeddings``).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self._modules = list(model.named_modules())
+        self._by_path = dict(self._modules)
+        get_out = getattr(model, "get_output_embeddings", None)
+        self._out = get_out() if callable(get_out) else None
+
+    def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
+        """Every (path, module) of the unwrapped model."""
+        return iter(self._modules)
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        """The model's output head, so that ``all-linear`` leaves it alone as it does on the model."""
+        return self._out
+
+    def get_submodule(self, path: str) -> nn.Module:
+        """The original module at ``path``."""
+        return self._by_path[path]
+
+
+@dataclass(frozen=True)
+class ModuleUpdate:
+    """What one adapter changes at one module."""
+
+    A: Tensor | None = None
+    B: Tensor | None = None
+    scaling: float = 1.0
+    # modules_to_save: the module's own weight, transposed (in, out), and bias.
+    full: tuple[Tensor, Tensor | None] | None = None
+    # bias="lora_only": trained bias minus the base bias.
+    bias_delta: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class PreparedAdapter:
+    """An adapter checked against the base, ready to be copied into a bank slot."""
+
+    path: Path
+    updates: dict[str, ModuleUpdate]
+    task_type: str | None = None
+    ranks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        """The largest rank over the adapted modules (0 when the adapter only replaces modules)."""
+        return max(self.ranks.values(), default=0)
+
+
+def _listing(title: str, items: list[str], limit: int = 5) -> str:
+    more = f" … and {len(items) - limit} more" if len(items) > limit else ""
+    return f"{title} ({len(items)}): {', '.join(items[:limit])}{more}"
+
+
+def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
+    """Validate ``adapter`` against the base model and split it into per-module updates."""
+    spec, targets = targets_for(tree, adapter)  # ValueError when a target matches nothing
+    if spec.bias == "all":
+        raise ValueError("adapters trained with bias='all' change every bias of the model and cannot share "
+                         "a base with other adapters; serve them merged (lorakit merge) instead")
+    expected: dict[str, tuple[int, ...]] = {}
+    for t in targets:
+        if t.kind not in SERVABLE_KINDS:
+            raise ValueError(f"cannot serve a LoRA on {t.path!r} ({t.kind}); the bank serves "
+                             f"{', '.join(SERVABLE_KINDS)} layers")
+        expected[peft_key(t.path, "lora_A")] = (t.rank, t.in_features)
+        expected[peft_key(t.path, "lora_B")] = (t.out_features, t.rank)
+        base = tree.get_submodule(t.path)
+        if spec.bias == "lora_only" and getattr(base, "bias", None) is not None:
+            expected[f"{PEFT_PREFIX}{t.path}.base_layer.bias"] = tuple(base.bias.shape)
+    saved = [p for p, _ in tree.named_modules() if p and any(name_matches(m, p) for m in spec.modules_to_save)]
+    for path in spec.modules_to_save:
+        if not any(name_matches(path, p) for p in saved):
+            raise ValueError(f"modules_to_save entry {path!r} matches no module of the base model")
+    for path in saved:
+        module = tree.get_submodule(path)
+        if type(module) is not nn.Linear:
+            raise ValueError(f"modules_to_save {path!r} is a {type(module).__name__}; the bank serves saved "
+                             f"nn.Linear modules only (e.g. a classification head)")
+        for name, param in module.named_parameters(recurse=False):
+            expected[f"{PEFT_PREFIX}{path}.{name}"] = tuple(param.shape)
+    _check_tensors(adapter, expected)
+
+    factors = adapter.factors()
+    updates: dict[str, ModuleUpdate] = {}
+    ranks: dict[str, int] = {}
+    for t in targets:
+        f = factors[t.path]
+        bias_delta = None
+        key = f"{PEFT_PREFIX}{t.path}.base_layer.bias"
+        if key in expected:
+            base_bias = tree.get_submodule(t.path).bias.detach()
+            bias_delta = adapter.tensors[key].to(base_bias) - base_bias
+        updates[t.path] = ModuleUpdate(A=f.A, B=f.B, scaling=f.scaling, bias_delta=bias_delta)
+        ranks[t.path] = f.rank
+    for path in saved:
+        weight = adapter.tensors[f"{PEFT_PREFIX}{path}.weight"]
+        bias = adapter.tensors.get(f"{PEFT_PREFIX}{path}.bias")
+        updates[path] = ModuleUpdate(full=(weight.t().contiguous(), bias))
+    return PreparedAdapter(adapter.path, updates, adapter.config.task_type, ranks)
+
+
+def _check_tensors(adapter: AdapterFile, expected: dict[str, tuple[int, ...]]) -> None:
+    tensors = adapter.tensors
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [f"{k} (file {tuple(tensors[k].shape)}, model {expected[k]})"
+              for k in sorted(set(expected) & set(tensors)) if tuple(tensors[k].shape) != expected[k]]
+    dtypes = [f"{k} ({v.dtype})" for k, v in tensors.items() if k in expected and not v.is_floating_point()]
+    problems = [_listing(title, items) for title, items in
+                (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes),
+                 ("not floating point", dtypes)) if items]
+    if problems:
+        raise ValueError(f"adapter {adapter.path.name!r} does not fit the served model: " + "; ".join(problems))
+    bad = [k for k in expected if not torch.isfinite(tensors[k]).all()]
+    if bad:
+        raise ValueError(f"adapter {adapter.path.name!r} holds non-finite values: " + _listing("tensors", bad))

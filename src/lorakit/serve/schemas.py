@@ -1,0 +1,162 @@
+"""Request and response bodies of the HTTP API: OpenAI's schema, plus lorakit's adapter routes.
+
+Requests ignore fields they do not know (OpenAI clients send new ones over time), but a known field
+asking for something lorakit does not do (``logprobs``, ``echo``, penalties, ``logit_bias``) is a
+400, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_STRICT_NUMBER = {"allow_inf_nan": False}
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    def unsupported(self) -> str | None:
+        """The first requested feature lorakit does not implement, or None."""
+        return None
+
+
+class _Sampling(_Request):
+    model: str = Field(min_length=1, max_length=512)
+    max_tokens: int | None = Field(default=None, ge=1)
+    # OpenAI's defaults: sampling at temperature 1 unless asked otherwise.
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0, **_STRICT_NUMBER)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, **_STRICT_NUMBER)
+    n: int = Field(default=1, ge=1)
+    stream: bool = False
+    stop: str | list[str] | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)
+    user: str | None = None
+    stream_options: dict[str, Any] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: Any = None
+    top_logprobs: int | None = None
+
+    def stops(self) -> tuple[str, ...]:
+        """The stop strings as a tuple."""
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def unsupported(self) -> str | None:
+        if self.presence_penalty or self.frequency_penalty:
+            return "presence_penalty / frequency_penalty"
+        if self.logit_bias:
+            return "logit_bias"
+        if self.logprobs not in (None, False, 0) or self.top_logprobs:
+            return "logprobs"
+        return None
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a streamed response ends with a usage chunk."""
+        return bool((self.stream_options or {}).get("include_usage"))
+
+
+class CompletionRequest(_Sampling):
+    """``POST /v1/completions``."""
+
+    prompt: str | list[str]
+    echo: bool = False
+    best_of: int | None = None
+    suffix: str | None = None
+
+    def unsupported(self) -> str | None:
+        if self.echo:
+            return "echo"
+        if self.best_of not in (None, 1):
+            return "best_of"
+        if self.suffix:
+            return "suffix"
+        return super().unsupported()
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content; only text parts are served."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    """One message of a chat."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text (text parts joined); other part types are refused by the route."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content)
+
+
+class ChatCompletionRequest(_Sampling):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+    def unsupported(self) -> str | None:
+        if self.tools:
+            return "tools"
+        if self.response_format and self.response_format.get("type") not in (None, "text"):
+            return "response_format"
+        for m in self.messages:
+            if isinstance(m.content, list) and any(p.type != "text" for p in m.content):
+                return "non-text message content"
+        return super().unsupported()
+
+
+class ClassifyRequest(_Request):
+    """``POST /v1/classify``: one adapter (or the base) over one or more texts."""
+
+    model: str = Field(min_length=1, max_length=512)
+    input: str | list[str]
+
+    def texts(self) -> list[str]:
+        """The inputs as a list."""
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class AdapterLoadRequest(_Request):
+    """``POST /v1/adapters``: load an adapter by its name in the adapters folder."""
+
+    name: str = Field(min_length=1, max_length=512)
+
+
+def new_id(prefix: str) -> str:
+    """An OpenAI-style object id."""
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    """Unix seconds, as OpenAI's ``created`` fields are."""
+    return int(time.time())
+
+
+def usage(prompt: int, completion: int) -> dict[str, int]:
+    """OpenAI's usage object."""
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object, which the official client turns into a typed exception."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
