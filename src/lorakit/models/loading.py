@@ -74,9 +74,10 @@ def load_model(
     os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces with local_files_only: never reach a hub
     from transformers import AutoConfig, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    # trust_remote_code=False: never run a folder's own Python (transformers would otherwise ask on a TTY).
+    config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     decoder = is_decoder_config(config)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     _ensure_pad_token(tokenizer, path)
     if task == "generate":
         if not decoder:
@@ -91,7 +92,8 @@ def load_model(
 
     with quiet_transformers():
         model, info = auto_class.from_pretrained(
-            path, local_files_only=True, dtype=dtype, output_loading_info=True, use_safetensors=True, **overrides
+            path, local_files_only=True, dtype=dtype, output_loading_info=True, use_safetensors=True,
+            trust_remote_code=False, **overrides
         )
     _log_loading_info(model, info, new_head, str(name_or_path))
     generation_config = getattr(model, "generation_config", None)
