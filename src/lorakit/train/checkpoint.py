@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -158,6 +159,14 @@ def find_checkpoint(out_dir: str | Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file; a damaged or missing one is a one-line ``ValueError``."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: damaged checkpoint file ({exc}); delete the checkpoint or use another --out") from None
+
+
 def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     rank: int = 0) -> TrainState:
     """Restore weights, optimizer and RNG states from ``folder``; returns the loop counters.
@@ -176,11 +185,11 @@ def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
         raise ValueError(f"{folder}: the checkpoint does not fit this run (trainable parameters differ: "
                          f"in checkpoint only {missing[:3]}, in model only {extra[:3]}); "
                          f"use the same options as the interrupted run, or another --out")
-    weights = load_file(str(folder / "trainable.safetensors"))
+    weights = _read_tensors(folder / "trainable.safetensors")
     with torch.no_grad():
         for name, param in live.items():
             param.copy_(weights[name])
-    tensors = load_file(str(folder / "optimizer.safetensors"))
+    tensors = _read_tensors(folder / "optimizer.safetensors")
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("state."):
