@@ -74,8 +74,11 @@ class Selection:
 
 
 def intervals(cfg: TrainConfig, total_steps: int) -> tuple[int, int]:
-    """(evaluate every, checkpoint every) in steps; 0 means only at the end."""
-    eval_every = max(total_steps // 4, 1) if cfg.eval_every is None else cfg.eval_every
+    """(evaluate every, checkpoint every) in steps; 0 means only at the end.
+
+    The default, four evaluations, rounds up so that the last one falls on the last step.
+    """
+    eval_every = -(-total_steps // 4) if cfg.eval_every is None else cfg.eval_every
     ckpt_every = cfg.checkpoint_every or eval_every or max(total_steps // 4, 1)
     return eval_every, ckpt_every
 

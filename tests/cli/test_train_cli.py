@@ -1,0 +1,141 @@
+"""``lorakit train`` / ``lorakit eval`` end to end on tiny local model folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+from tiny_models import (  # noqa: E402
+    make_classify_data,
+    make_generate_data,
+    make_tiny_bert_dir,
+    make_tiny_llama_dir,
+)
+
+from lorakit.cli.main import main  # noqa: E402
+
+FAST = ["--batch-size", "8", "--max-length", "16", "--no-progress", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    return {"bert": make_tiny_bert_dir(root / "bert"), "llama": make_tiny_llama_dir(root / "llama"),
+            "cls": make_classify_data(root / "cls"), "gen": make_generate_data(root / "gen")}
+
+
+def test_train_classify_writes_outputs_and_the_adapter_loads(tiny, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["train", str(tiny["bert"]), str(tiny["cls"]), "--out", str(out), "--max-steps", "6",
+                 "--eval-every", "3", "--lr", "5e-3", *FAST])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "before" in printed and "after" in printed and str(out / "adapter") in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test", "base", "trainable_params", "total_params", "peak_memory_mb", "tokens_per_second",
+                "wall_seconds", "adapter_bytes", "best_step"):
+        assert key in metrics, key
+    assert metrics["step"] == 6 and 0 < metrics["trainable_params"] < metrics["total_params"]
+    assert (out / "loss.png").stat().st_size > 1000 and (out / "log.jsonl").is_file()
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_CLS" and config["base_model_name_or_path"] == str(tiny["bert"])
+    assert config["modules_to_save"] == ["classifier"]
+
+    report = tmp_path / "eval.json"
+    code = main(["eval", str(tiny["bert"]), str(tiny["cls"]), "--split", "dev", "--adapter", str(out / "adapter"),
+                 "--max-length", "16", "--json", str(report), "--no-progress"])
+    assert code == 0
+    evaluated = json.loads(report.read_text())["metrics"]
+    assert evaluated["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+
+
+def test_train_generate_reports_base_and_adapter_bleu(tiny, tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    code = main(["train", str(tiny["llama"]), str(tiny["gen"]), "--out", str(out), "--max-steps", "4",
+                 "--eval-limit", "4", "--max-new-tokens", "6", "--lr", "1e-2", *FAST])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "generate" and metrics["test_split"] == "test"
+    for key in ("bleu", "rouge_l", "nist", "chrf"):
+        assert key in metrics["test"] and key in metrics["base"]
+    assert metrics["test"]["examples"] == 4
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+
+
+def test_full_fine_tuning_saves_a_model_folder(tiny, tmp_path: Path) -> None:
+    out = tmp_path / "full"
+    assert main(["train", str(tiny["bert"]), str(tiny["cls"]), "--full", "--out", str(out), "--max-steps", "2",
+                 "--no-base-eval", *FAST]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "full" and metrics["trainable_params"] == metrics["total_params"]
+    assert (out / "model" / "model.safetensors").is_file() and not (out / "adapter").exists()
+
+
+def test_config_file_and_command_line_combine(tiny, tmp_path: Path) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: {tiny['bert']}\ndata: {tiny['cls']}\nmax-steps: 2\nrank: 2\nbase_eval: false\n")
+    out = tmp_path / "cfg"
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--rank", "4", *FAST]) == 0
+    used = json.loads((out / "train_config.json").read_text())
+    assert used["rank"] == 4 and used["max_steps"] == 2
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--rank", "abc"], "--rank"),
+    (["--rank", "0"], "rank must be >= 1"),
+    (["--bogus", "1"], "--bogus"),
+    (["--task", "regress"], "--task"),
+    (["--full", "--bitfit"], "--full and --bitfit"),
+    (["--targets", "nonexistent_module"], "nonexistent_module"),
+    (["--config", "CFG"], "unknown option 'rnak'"),
+])
+def test_malformed_options_give_one_error_line(tiny, tmp_path: Path, argv: list[str], needle: str) -> None:
+    (tmp_path / "bad.toml").write_text("rnak = 4\n")
+    argv = [str(tmp_path / "bad.toml") if a == "CFG" else a for a in argv]
+    cmd = [sys.executable, "-m", "lorakit", "train", str(tiny["bert"]), str(tiny["cls"]),
+           "--out", str(tmp_path / "x"), "--max-steps", "1", "--no-base-eval", *FAST, *argv]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "LORAKIT_DEBUG": ""})
+    assert done.returncode == 2, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip() and not ln.startswith(("[transformers]", "Key",
+             "---", "classifier", "Notes", "- MISSING"))]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], done.stderr
+
+
+def _run_cli(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "lorakit", "train", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_mid_run_then_resume_is_bitwise_identical(tiny, tmp_path: Path) -> None:
+    common = [str(tiny["bert"]), str(tiny["cls"]), "--max-steps", "30", "--checkpoint-every", "2",
+              "--eval-every", "0", "--no-base-eval", "--dropout", "0.1", "--lr", "5e-3", *FAST]
+    whole = _run_cli([*common, "--out", str(tmp_path / "whole")])
+    victim = _run_cli([*common, "--out", str(tmp_path / "killed")])
+    state = tmp_path / "killed" / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(state.read_text())["state"]["step"] >= 4:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    assert victim.poll() is None, "the run finished before it could be killed"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    resumed = _run_cli([*common, "--out", str(tmp_path / "killed"), "--resume"])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    for name in ("adapter/adapter_model.safetensors", "checkpoint/trainable.safetensors"):
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "killed" / name).read_bytes(), name
+    killed_log = [json.loads(ln) for ln in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in killed_log if "loss" in r] == [10, 16]  # 2 epochs of 64 examples

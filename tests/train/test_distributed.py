@@ -1,0 +1,40 @@
+"""Two processes (torchrun, gloo) train the same weights as one process on the same global batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from lorakit.train.config import TrainConfig
+from lorakit.train.runner import run_training
+
+OPTIONS = ["--max-steps", "3", "--batch-size", "8", "--max-length", "16", "--dropout", "0", "--lr", "5e-3",
+           "--eval-every", "0", "--no-base-eval", "--no-progress", "--threads", "1"]
+
+
+def test_two_processes_match_one(tiny_dirs, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LORAKIT_DEBUG": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "lorakit",
+           "train", str(tiny_dirs["bert"]), str(tiny_dirs["cls_data"]), "--out", str(tmp_path / "ddp"), *OPTIONS]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "ddp" / "metrics.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir() if p.name.startswith(".")) == []
+
+    cfg = TrainConfig(model=str(tiny_dirs["bert"]), data=str(tiny_dirs["cls_data"]), out=str(tmp_path / "one"),
+                      max_steps=3, batch_size=8, max_length=16, dropout=0.0, lr=5e-3, eval_every=0,
+                      base_eval=False, progress=False)
+    metrics = run_training(cfg)
+    assert metrics["processes"] == 1
+    ddp = load_file(str(tmp_path / "ddp" / "checkpoint" / "trainable.safetensors"))
+    one = load_file(str(tmp_path / "one" / "checkpoint" / "trainable.safetensors"))
+    assert ddp.keys() == one.keys()
+    for name in one:
+        torch.testing.assert_close(ddp[name], one[name], rtol=1e-3, atol=2e-5)
+    initial = torch.zeros_like(one["bert.encoder.layer.0.attention.self.query.lora_B"])
+    assert not torch.equal(one["bert.encoder.layer.0.attention.self.query.lora_B"], initial)  # it trained
