@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -50,6 +50,25 @@ class HttpSettings:
     # Largest request body accepted, in bytes.
     max_body_bytes: int = 1 << 20
     limits: Limits = field(default_factory=Limits)
+
+
+# The OpenAPI description of every error answer (OpenAI's error object), so that the app's schema
+# documents the statuses it really sends (checked by tests/reliability with schemathesis).
+_ERROR_SCHEMA = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {
+        "type": "object", "required": ["message", "type", "param", "code"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}},
+}
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    for status, text in ((400, "bad request"), (401, "missing or invalid API key"), (404, "unknown adapter or route"),
+                         (405, "method not allowed"), (409, "adapter in use"), (413, "body too large"),
+                         (422, "invalid fields"), (429, "queue full"), (500, "internal error (a bug)"),
+                         (503, "all adapter slots busy"))
+}
+_STREAMED = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 
 
 def _error(status: int, message: str, type_: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -113,7 +132,8 @@ def create_app(server: LoraServer, settings: HttpSettings | None = None) -> Guar
     settings = settings or HttpSettings()
     limits = settings.limits
     metrics = ServeMetrics(server)
-    app = FastAPI(title="lorakit serve", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="lorakit serve", version="1", docs_url=None, redoc_url=None, openapi_url=None,
+                  responses=ERROR_RESPONSES)
     app.state.server, app.state.metrics = server, metrics
     _install_errors(app)
 
@@ -123,12 +143,12 @@ def create_app(server: LoraServer, settings: HttpSettings | None = None) -> Guar
         if any(len(t) > limit for t in texts):
             raise ApiError(400, f"input longer than {limit} characters", code="context_length_exceeded")
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=_STREAMED)
     async def completions(body: CompletionRequest):
         check_text([body.prompt] if isinstance(body.prompt, str) else body.prompt)
         return await handle(server, limits, body, metrics)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=_STREAMED)
     async def chat_completions(body: ChatCompletionRequest):
         check_text([m.text() for m in body.messages])
         return await handle(server, limits, body, metrics)
@@ -190,7 +210,7 @@ def create_app(server: LoraServer, settings: HttpSettings | None = None) -> Guar
         return {"status": "ok", "model": server.name, "task": server.task, "adapters_loaded": len(server.bank),
                 "queue_depth": engine.queue_depth if engine else 0, "batch_size": engine.batch_size if engine else 0}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus():
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
