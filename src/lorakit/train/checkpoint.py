@@ -99,6 +99,7 @@ def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(folder)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     try:
         weights = {k: v.detach().contiguous().cpu() for k, v in trainable_tensors(model).items()}
@@ -130,6 +131,7 @@ def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
         _swap_into_place(tmp, folder)
+        _remove_leftovers(folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -148,14 +150,31 @@ def _swap_into_place(tmp: Path, folder: Path) -> None:
         os.replace(tmp, folder)
 
 
+_FILES = ("state.json", "trainable.safetensors", "optimizer.safetensors")
+
+
+def _complete(folder: Path) -> bool:
+    """Whether every file of a checkpoint is there (a folder half-removed by a killed cleanup is not)."""
+    return all((folder / name).is_file() for name in _FILES)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Remove what killed writes left: temporary folders always, moved-aside ones once ``folder`` is complete."""
+    for tmp in folder.parent.glob(f".{folder.name}.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    if _complete(folder):
+        for old in folder.parent.glob(f".{folder.name}.old-*"):
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def find_checkpoint(out_dir: str | Path) -> Path | None:
     """The checkpoint in ``out_dir``, or the moved-aside previous one if a crash hit between renames."""
     out_dir = Path(out_dir)
     main = out_dir / CHECKPOINT
-    if (main / "state.json").is_file():
+    if _complete(main):
         return main
     aside = sorted(out_dir.glob(f".{CHECKPOINT}.old-*"), key=lambda p: p.stat().st_mtime)
-    complete = [p for p in aside if (p / "state.json").is_file()]
+    complete = [p for p in aside if _complete(p)]
     return complete[-1] if complete else None
 
 
