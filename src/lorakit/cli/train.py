@@ -88,10 +88,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Train, then print where the results are."""
+    from lorakit.train.loop import TrainingAborted
     from lorakit.train.runner import run_training
 
     cfg = config_from_args(args)
-    metrics = run_training(cfg)
+    try:
+        metrics = run_training(cfg)
+    except TrainingAborted as exc:  # diverged: the last checkpoint is still there, say so in one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if metrics.get("stopped") == "interrupted":
         print(f"interrupted at step {metrics['step']}: checkpoint written; continue with --resume", file=sys.stderr)
         return 0

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -55,7 +57,7 @@ class LoopResult:
     state: TrainState
     stopped: str  # "done", or "interrupted" (SIGTERM: a checkpoint was written)
     seconds: float  # wall time of the loop in this process (not counting earlier runs)
-    tokens_per_second: float  # input tokens per second over all processes, this process's run
+    tokens_per_second: float  # input tokens per second of training (evaluation time excluded), all processes
     best_path: Path | None  # trainable tensors of the best evaluation, if any
 
 
@@ -166,16 +168,21 @@ def train_loop(
         if ctx.is_main:
             _truncate_log(out / LOG_FILE, state.step)
     elif out is not None and ctx.is_main:
+        if resume:
+            print(f"note: no checkpoint in {out}; starting from step 0", file=sys.stderr)
         (out / LOG_FILE).unlink(missing_ok=True)
+        shutil.rmtree(out / BEST, ignore_errors=True)  # a stale best of an earlier run must never be loaded
     best_path = out / BEST / "trainable.safetensors" if out is not None else None
     lengths = [example_length(e) for e in examples] if cfg.group_by_length else None
     stream = ExampleStream(len(examples), cfg.seed, cfg.batch_size, lengths)
     bar = _progress(cfg, ctx, total_steps, state.step)
     started, tokens_here, window = time.perf_counter(), 0, []
+    eval_seconds = [0.0]  # time spent evaluating: not part of the training throughput
 
     def do_eval() -> None:
         if evaluate is None:
             return
+        eval_started = time.perf_counter()
         if ctx.is_main:
             metrics = evaluate(model)
             state.last_eval = metrics
@@ -187,6 +194,7 @@ def train_loop(
                     save_tensors_atomic(trainable_tensors(model), best_path)
         model.train()
         ctx.barrier()
+        eval_seconds[0] += time.perf_counter() - eval_started
 
     def do_checkpoint() -> None:
         state.train_seconds = seconds_before + time.perf_counter() - started
@@ -241,15 +249,16 @@ def train_loop(
             tokens_here += step_tokens
             window.append(step_loss)
             elapsed = time.perf_counter() - started
+            speed = tokens_here / max(elapsed - eval_seconds[0], 1e-9)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens_here / max(elapsed, 1e-9):.0f}")
+                bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{speed:.0f}")
             if state.step % cfg.log_every == 0 or state.step == total_steps:
                 finite = [v for v in window if math.isfinite(v)]
                 _append_log(out, ctx, {
                     "step": state.step, "epoch": round(stream.epoch_of(state.examples_seen), 4),
                     "loss": sum(finite) / max(len(finite), 1), "lr": schedule(state.step - 1),
-                    "grad_norm": norm, "tokens_per_s": tokens_here / max(elapsed, 1e-9),
+                    "grad_norm": norm, "tokens_per_s": speed,
                     "elapsed_s": seconds_before + elapsed,
                 })
                 window = []
@@ -261,7 +270,8 @@ def train_loop(
         bar.close()
     seconds = time.perf_counter() - started
     has_best = best_path is not None and best_path.is_file()
-    return LoopResult(state, stopped, seconds, tokens_here / max(seconds, 1e-9), best_path if has_best else None)
+    speed = tokens_here / max(seconds - eval_seconds[0], 1e-9)
+    return LoopResult(state, stopped, seconds, speed, best_path if has_best else None)
 
 
 def _clip(params: list[nn.Parameter], max_norm: float) -> float:

@@ -7,6 +7,7 @@ weights → final evaluation → ``adapter/`` (or ``model/``), ``metrics.json``,
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -145,14 +146,13 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "train_config.json", cfg.to_json())
-    base_metrics = None
-    if cfg.base_eval and ctx.is_main and not (cfg.resume and (out / METRICS_FILE).is_file()):
-        base_metrics = final_eval(p, model, show)
-        write_json(out / "base_metrics.json", base_metrics)
-    elif (out / "base_metrics.json").is_file() and ctx.is_main:
-        import json
-
-        base_metrics = json.loads((out / "base_metrics.json").read_text())
+    base_metrics, base_file = None, out / "base_metrics.json"
+    if cfg.base_eval and ctx.is_main:
+        if cfg.resume and base_file.is_file():  # evaluated before the interruption: same base, same result
+            base_metrics = json.loads(base_file.read_text())
+        else:
+            base_metrics = final_eval(p, model, show)
+            write_json(base_file, base_metrics)
     ctx.barrier()
     # Re-seed so the adapter's initialisation does not depend on whether the base was evaluated.
     seed_everything(cfg.seed + 1)
@@ -177,7 +177,7 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
         test_metrics = result.state.best_eval  # the same weights on the same split: no need to rerun
     else:
         test_metrics = final_eval(p, model, show)
-    saved = _save_model(p, model, out)
+    saved = _save_model(p, model, out, result.state.step)
     metrics = {
         "model": cfg.model, "data": cfg.data, "task": cfg.task, "method": cfg.method,
         "test_split": cfg.test_split, "test": test_metrics, "base": base_metrics,
@@ -194,14 +194,14 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
     return metrics
 
 
-def _save_model(p: Prepared, model: nn.Module, out: Path) -> dict[str, Any]:
+def _save_model(p: Prepared, model: nn.Module, out: Path, steps: int) -> dict[str, Any]:
     """Write ``adapter/`` (LoRA, PEFT layout) or ``model/`` (full, BitFit: a whole HF folder)."""
     cfg = p.cfg
     if cfg.method == "lora":
         from lorakit.core import save_adapter
 
         path = save_adapter(model, out / "adapter", task_type=TASK_TYPES[cfg.task], base_model=p.loaded.name,
-                            extra={"trained_with": {"data": cfg.data, "steps": cfg.max_steps, "seed": cfg.seed}})
+                            extra={"trained_with": {"data": cfg.data, "steps": steps, "seed": cfg.seed}})
         weights = path / "adapter_model.safetensors"
         return {"adapter_dir": str(path), "adapter_bytes": folder_bytes(weights)}
     path = out / "model"
