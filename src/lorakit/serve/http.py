@@ -168,13 +168,27 @@ def create_app(server: LoraServer, settings: HttpSettings | None = None) -> Guar
             data.append(entry)
         return {"object": "list", "data": data}
 
+    def already_loaded(name: str) -> dict | None:
+        try:  # another request may load or evict it at any moment
+            info = server.bank.info(name)
+        except KeyError:
+            return None
+        return {"name": info.name, "loaded": True, "already_loaded": True, "rank": info.rank,
+                "modules": info.modules}
+
     @app.post("/v1/adapters")
     async def load_adapter(body: AdapterLoadRequest):
-        if body.name in server.bank:
-            info = server.bank.info(body.name)
-            return {"name": info.name, "loaded": True, "already_loaded": True, "rank": info.rank,
-                    "modules": info.modules}
-        info = await run_in_threadpool(server.add_adapter, body.name)
+        answer = already_loaded(body.name) if body.name in server.bank else None
+        if answer is not None:
+            return answer
+        try:
+            info = await run_in_threadpool(server.add_adapter, body.name)
+        except ValueError:
+            # A request that needed the adapter may have loaded it since the check above: same answer.
+            answer = already_loaded(body.name)
+            if answer is not None:
+                return answer
+            raise
         return {"name": info.name, "loaded": True, "already_loaded": False, "rank": info.rank,
                 "modules": info.modules, "ready_ms": round(info.ready_ms, 3)}
 
