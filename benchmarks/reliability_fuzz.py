@@ -2,13 +2,13 @@
 
 Runs the strategies of ``tests/reliability/fuzzkit.py`` for many more cases than the test suite does:
 the whole load path (``read_adapter`` on a folder, then ``load_adapter`` onto a tiny Llama, GPT-2 or
-BERT) and ``AdapterConfig.from_json`` alone. Counts outcomes, crashes (anything but ``ValueError`` /
+BERT), the server's own load path (``AdapterBank.load``) and ``AdapterConfig.from_json`` alone. Counts outcomes, crashes (anything but ``ValueError`` /
 ``TypeError`` with a message, or a damaged model), hangs (per-case deadline), case times and memory.
 
 Usage (from the repository root)::
 
-    python benchmarks/reliability_fuzz.py                 # 10,000 load cases + 10,000 configs, ~10 min on 2 busy cores
-    python benchmarks/reliability_fuzz.py --cases 500 --configs 500 --seed 7
+    python benchmarks/reliability_fuzz.py      # 10,000 load + 3,000 server + 10,000 config cases, ~25 min on 2 busy cores
+    python benchmarks/reliability_fuzz.py --cases 500 --bank-cases 200 --configs 500 --seed 7
 
 Writes ``benchmarks/results/reliability_fuzz.json``; a crashing case's two files are kept under
 ``benchmarks/results/reliability_fuzz_crashes/`` for replay.
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=10_000, help="load-path cases [default: %(default)s]")
     parser.add_argument("--configs", type=int, default=10_000, help="from_json cases [default: %(default)s]")
+    parser.add_argument("--bank-cases", type=int, default=3_000,
+                        help="cases through the server's AdapterBank.load [default: %(default)s]")
     parser.add_argument("--seed", type=int, default=20260101, help="hypothesis seed [default: %(default)s]")
     parser.add_argument("--case-seconds", type=float, default=10.0, help="per-case deadline [default: %(default)s]")
     parser.add_argument("--replay-pool", type=int, default=300, help="cases kept for the memory replay")
@@ -135,6 +137,29 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     rss_replay_end = rss_mb()
 
+    bank_outcomes: Counter[str] = Counter()
+    bank_crashes: Counter[str] = Counter()
+
+    @seed(args.seed + 2)
+    @settings(max_examples=args.bank_cases, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def one_bank_case(data: st.DataObject) -> None:
+        try:
+            base, config, weights = data.draw(cases(harness))
+        except Exception:  # noqa: BLE001 - a generator bug, counted
+            bank_outcomes["generator_error"] += 1
+            return
+        try:
+            bank_outcomes[harness.run_bank(base, config, weights).status] += 1
+        except (Crash, Hang) as exc:
+            bank_outcomes["crash"] += 1
+            bank_crashes[f"{type(exc).__name__}: {str(exc)[:160]}"] += 1
+
+    bank_started = time.perf_counter()
+    one_bank_case()
+    bank_seconds = time.perf_counter() - bank_started
+
     config_outcomes: Counter[str] = Counter()
     config_crashes: Counter[str] = Counter()
     configs = [b.config for b in harness.bases.values()]
@@ -174,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             "replay": {"cases": replayed, "rss_start_mib": rss_replay_start, "rss_end_mib": rss_replay_end,
                        "growth_mib": rss_replay_end - rss_replay_start},
         },
+        "server_bank_load": {"cases": sum(bank_outcomes.values()), "outcomes": dict(bank_outcomes),
+                             "crashes": dict(bank_crashes), "seconds": bank_seconds},
         "from_json": {"cases": sum(config_outcomes.values()), "outcomes": dict(config_outcomes),
                       "crashes": dict(config_crashes)},
         "seconds": total_seconds,
@@ -189,13 +216,16 @@ def main(argv: list[str] | None = None) -> int:
           f"RSS {rss_start:.0f} -> {rss_end:.0f} MiB (peak {lp['rss_mib']['peak']:.0f}, hypothesis included)")
     print(f"replay    : {replayed} cases re-run, RSS {rss_replay_start:.0f} -> {rss_replay_end:.0f} MiB "
           f"({rss_replay_end - rss_replay_start:+.1f} MiB)")
+    print(f"server    : {result['server_bank_load']['cases']} cases through AdapterBank.load ({dict(bank_outcomes)})")
     print(f"from_json : {result['from_json']['cases']} cases ({dict(config_outcomes)})")
     for key, count in crashes.most_common():
         print(f"  CRASH x{count}: {key}")
+    for key, count in bank_crashes.most_common():
+        print(f"  SERVER CRASH x{count}: {key}")
     for key, count in config_crashes.most_common():
         print(f"  CONFIG CRASH x{count}: {key}")
     print(f"wrote {out} in {total_seconds:.0f} s")
-    return 1 if crashes or config_crashes else 0
+    return 1 if crashes or config_crashes or bank_crashes else 0
 
 
 def _message_kind(message: str) -> str:

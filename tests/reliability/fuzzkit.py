@@ -227,6 +227,39 @@ class Harness:
             raise Crash(f"accepted load but {'non-finite factors in ' + bad[0] if bad else damage}")
         return Outcome("ok")
 
+    def run_bank(self, base: str, config: bytes, weights: bytes) -> Outcome:
+        """The server's load path on one case: ``AdapterBank.load`` (its own validation, ``serve.prepare``).
+
+        Same contract: loaded (then unloaded again) or ``ValueError``/``TypeError`` with a message, and a
+        refused adapter never becomes resident. The banks (one per base, on copies) are made on first use.
+        """
+        import copy
+
+        from lorakit.serve.bank import AdapterBank
+
+        if not hasattr(self, "_banks"):
+            self._banks = {n: AdapterBank(copy.deepcopy(b.model), max_loaded=2) for n, b in self.bases.items()}
+        bank = self._banks[base]
+        folder = self.write(config, weights)
+        try:
+            with deadline(self.case_seconds), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                bank.load("case", folder)
+        except ALLOWED_ERRORS as exc:
+            if not str(exc).strip():
+                raise Crash(f"{type(exc).__name__} with an empty message") from exc
+            if "case" in bank:
+                raise Crash("refused adapter left resident in the bank") from exc
+            return Outcome("refused", type(exc).__name__, str(exc).strip().splitlines()[0][:200])
+        except (Hang, Crash):
+            raise
+        except Exception as exc:
+            if "case" in bank:
+                bank.unload("case")
+            raise Crash(f"untyped {type(exc).__name__}: {str(exc)[:200]}") from exc
+        bank.unload("case")
+        return Outcome("ok")
+
     @staticmethod
     def _restore(case: BaseCase) -> None:
         if lora_layers(case.model):

@@ -98,3 +98,55 @@ def asgi_call(app: Any, method: str, raw_path: bytes, headers: dict[str, str] | 
     asyncio.run(run())
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values`` by nearest rank (nan when empty)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
+
+
+def load_run(url: str, requests: list[dict[str, Any]], concurrency: int, headers: dict[str, str],
+             max_attempts: int = 200, time_limit: float = 300.0) -> list[dict[str, Any]]:
+    """Send every request to ``url`` + /v1/completions from ``concurrency`` clients at once (127.0.0.1).
+
+    A 429 (queue full) is the server's deliberate back-pressure: the client waits ``Retry-After``
+    (capped at 0.2 s) and tries again, up to ``max_attempts``. Returns, per request: the final status,
+    the text, the statuses of every attempt and the latency from the first attempt to the answer.
+    """
+    import httpx
+
+    assert url.startswith("http://127.0.0.1:"), "load tests talk to this machine only"
+
+    async def main() -> list[dict[str, Any]]:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        results: list[dict[str, Any]] = [{} for _ in requests]
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(len(requests)):
+            queue.put_nowait(i)
+        stop_at = asyncio.get_running_loop().time() + time_limit
+
+        async def client(http: httpx.AsyncClient) -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                start = asyncio.get_running_loop().time()
+                attempts: list[int] = []
+                response = None
+                while len(attempts) < max_attempts and asyncio.get_running_loop().time() < stop_at:
+                    response = await http.post("/v1/completions", json=requests[i], headers=headers)
+                    attempts.append(response.status_code)
+                    if response.status_code not in (429, 503):
+                        break
+                    await asyncio.sleep(min(float(response.headers.get("retry-after", "1")), 0.2))
+                body = response.json() if response is not None else {}
+                text = body["choices"][0]["text"] if response is not None and response.status_code == 200 else None
+                results[i] = {"status": attempts[-1] if attempts else None, "attempts": attempts, "text": text,
+                              "latency_s": asyncio.get_running_loop().time() - start, "body": body}
+
+        async with httpx.AsyncClient(base_url=url, timeout=120.0, limits=limits) as http:
+            await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        return results
+
+    return asyncio.run(main())

@@ -37,7 +37,7 @@ from tests.reliability.fuzzkit import (
     safetensors_bytes,
 )
 
-EXAMPLES = int(os.environ.get("LORAKIT_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("LORAKIT_FUZZ_EXAMPLES", "120"))
 # A case may take this long before it counts as a hang (generous: 2 CPU cores are shared).
 CASE_SECONDS = 10.0
 # RSS growth allowed over a whole fuzz run, in MiB (an r=10**6 config used to add ~850 MiB).
@@ -68,6 +68,21 @@ def test_fuzz_read_and_load(harness: Harness) -> None:
     assert sum(outcomes.values()) >= EXAMPLES * 0.9
     assert outcomes["refused"] and outcomes["ok"], outcomes  # both paths were exercised
     assert growth < RSS_GROWTH_MB, f"RSS grew by {growth:.0f} MiB over {sum(outcomes.values())} cases"
+
+
+def test_fuzz_the_servers_load_path(harness: Harness) -> None:
+    """The same cases through ``AdapterBank.load`` (the server validates with its own ``prepare``)."""
+    outcomes: Counter[str] = Counter()
+
+    @settings(max_examples=max(EXAMPLES // 3, 10), deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def one_case(data: st.DataObject) -> None:
+        base, config, weights = data.draw(cases(harness))
+        outcomes[harness.run_bank(base, config, weights).status] += 1
+
+    one_case()
+    assert outcomes["refused"] and outcomes["ok"], outcomes
 
 
 def test_fuzz_config_from_json(harness: Harness) -> None:
