@@ -2,7 +2,8 @@
 
 A name is one path component of ``[A-Za-z0-9._-]`` (not ``.`` or ``..``), so it can never climb out
 of the folder, be absolute, or carry URL-encoded separators. The resolved path (symlinks followed)
-must still lie inside the folder: a symlink pointing elsewhere is refused like any other bad name.
+must still lie inside the folder, and so must the two files read from it: a symlink pointing elsewhere
+(the adapter's folder or one of its files) is refused like any other bad name.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lorakit.core.storage import CONFIG_NAME
+from lorakit.core.storage import CONFIG_NAME, WEIGHTS_NAME
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -50,6 +51,9 @@ class AdapterFolder:
             raise AdapterNotFound(f"adapter {name!r} not found in the adapters folder")
         if not resolved.is_dir() or not (resolved / CONFIG_NAME).is_file():
             raise AdapterNotFound(f"adapter {name!r} not found in the adapters folder (no {CONFIG_NAME})")
+        for file in (CONFIG_NAME, WEIGHTS_NAME):  # a file symlinked out of the folder counts as a way out
+            if not (resolved / file).resolve().is_relative_to(self.root):
+                raise AdapterNotFound(f"adapter {name!r} not found in the adapters folder")
         return resolved
 
     def available(self) -> list[str]:
