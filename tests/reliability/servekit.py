@@ -109,19 +109,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def load_run(url: str, requests: list[dict[str, Any]], concurrency: int, headers: dict[str, str],
-             max_attempts: int = 200, time_limit: float = 300.0) -> list[dict[str, Any]]:
+             max_attempts: int = 200, time_limit: float = 300.0, keep_alive: bool = True) -> list[dict[str, Any]]:
     """Send every request to ``url`` + /v1/completions from ``concurrency`` clients at once (127.0.0.1).
 
     A 429 (queue full) is the server's deliberate back-pressure: the client waits ``Retry-After``
-    (capped at 0.2 s) and tries again, up to ``max_attempts``. Returns, per request: the final status,
-    the text, the statuses of every attempt and the latency from the first attempt to the answer.
+    (capped at 0.2 s) and tries again, up to ``max_attempts``. A transport error (connection reset...)
+    is recorded as ``"transport:<name>"`` and retried. Returns, per request: the final status, the text,
+    the statuses of every attempt and the latency from the first attempt to the answer.
     """
     import httpx
 
     assert url.startswith("http://127.0.0.1:"), "load tests talk to this machine only"
 
     async def main() -> list[dict[str, Any]]:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        limits = httpx.Limits(max_connections=concurrency,
+                              max_keepalive_connections=concurrency if keep_alive else 0)
         results: list[dict[str, Any]] = [{} for _ in requests]
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(len(requests)):
@@ -135,14 +137,20 @@ def load_run(url: str, requests: list[dict[str, Any]], concurrency: int, headers
                 attempts: list[int] = []
                 response = None
                 while len(attempts) < max_attempts and asyncio.get_running_loop().time() < stop_at:
-                    response = await http.post("/v1/completions", json=requests[i], headers=headers)
+                    try:
+                        response = await http.post("/v1/completions", json=requests[i], headers=headers)
+                    except httpx.TransportError as exc:  # counted as an error, never hidden
+                        attempts.append(f"transport:{type(exc).__name__}")
+                        response = None
+                        continue
                     attempts.append(response.status_code)
                     if response.status_code not in (429, 503):
                         break
                     await asyncio.sleep(min(float(response.headers.get("retry-after", "1")), 0.2))
+                ok = response is not None and response.status_code == 200
                 body = response.json() if response is not None else {}
-                text = body["choices"][0]["text"] if response is not None and response.status_code == 200 else None
-                results[i] = {"status": attempts[-1] if attempts else None, "attempts": attempts, "text": text,
+                results[i] = {"status": attempts[-1] if attempts else None, "attempts": attempts,
+                              "text": body["choices"][0]["text"] if ok else None,
                               "latency_s": asyncio.get_running_loop().time() - start, "body": body}
 
         async with httpx.AsyncClient(base_url=url, timeout=120.0, limits=limits) as http:

@@ -6,7 +6,8 @@ inside the root. ``..``, absolute paths, URL-encoded separators and dots (``%2e%
 encoding), NUL bytes, backslashes, look-alike Unicode and symlinks pointing out are refused on every
 route that takes a name (``POST /v1/adapters``, ``model`` of the completion/chat routes,
 ``DELETE /v1/adapters/{name}``), sent through the ASGI app with the exact raw path and through a real
-uvicorn socket on 127.0.0.1. A Python audit hook proves that no file outside the root is even opened.
+uvicorn socket on 127.0.0.1. A real folder inside the root whose config or weights file is a symlink out is refused as well. A Python
+audit hook proves that no file outside the root is even opened.
 
 The CLI is different on purpose: ``lorakit inspect MODEL --adapter PATH`` takes a path the user typed, so
 a symlink is followed (the last test documents it).
@@ -65,6 +66,13 @@ def layout(tmp_path_factory) -> dict[str, Path]:
     os.symlink(root / "escape", root / "chain")  # inside link to a link that points out: refused
     os.symlink(root / "loop", root / "loop")  # a loop: refused
     os.symlink(outside, root / "outside_dir")
+    for name, linked in (("file_link", "adapter_model.safetensors"), ("config_link", "adapter_config.json")):
+        (root / name).mkdir()  # a real folder inside, one of whose files points out
+        for file in ("adapter_config.json", "adapter_model.safetensors"):
+            if file == linked:
+                os.symlink(outside / "secret" / file, root / name / file)
+            else:
+                shutil.copy(outside / "secret" / file, root / name / file)
     return {"top": top, "root": root, "outside": outside}
 
 
@@ -88,7 +96,7 @@ def bad_names(layout: dict[str, Path]) -> list[str]:
         "good/../good", "./good", "good/", "outside_dir/secret", "%2e%2e", "%2e%2e%2foutside%2fsecret",
         "..%2foutside%2fsecret", "%252e%252e%252f", "..\\outside\\secret", "good\\..\\..", "good\x00",
         "good%00", "\uff47ood", "good\n", " good", "~", "~/secret", "file:///etc/passwd", "$HOME", "",
-        "a" * 129, "escape", "chain", "loop", "outside_dir", "secret",
+        "a" * 129, "escape", "chain", "loop", "outside_dir", "secret", "file_link", "config_link",
     ]
 
 
@@ -138,10 +146,10 @@ def test_delete_with_raw_and_encoded_paths_never_touches_anything(app, server, r
 def test_symlinks_inside_the_root_are_followed_and_out_are_not(app, server) -> None:
     status, body = _post(app, "/v1/adapters", {"name": "inside_link"})
     assert status == 200, body
-    assert set(server.available()) == {"good", "inside_link"}  # escape/chain/loop/outside_dir are not listed
+    assert set(server.available()) == {"good", "inside_link"}  # no trap is listed
     status, body = asgi_call(app, "GET", b"/v1/models", AUTH)
     ids = {m["id"] for m in json.loads(body)["data"]}
-    assert {"escape", "chain", "loop", "outside_dir"}.isdisjoint(ids)
+    assert {"escape", "chain", "loop", "outside_dir", "file_link", "config_link"}.isdisjoint(ids)
 
 
 def test_the_same_over_a_real_socket(app, server, layout) -> None:
