@@ -81,6 +81,16 @@ def test_several_prompts_and_n(client):
     assert [c["index"] for c in r.json()["choices"]] == [0, 1, 2, 3]
 
 
+def test_token_id_prompts(client):
+    text = post(client, "/v1/completions", {"model": "qv4", "prompt": "hello", "max_tokens": 4, "temperature": 0})
+    ids = post(client, "/v1/completions", {"model": "qv4", "prompt": [[20, 17, 24, 24, 27]], "max_tokens": 4,
+                                           "temperature": 0})
+    assert ids.status_code == 200, ids.text
+    assert ids.json()["choices"][0]["text"] == text.json()["choices"][0]["text"]
+    bad = post(client, "/v1/completions", {"model": "qv4", "prompt": [5, 100000], "max_tokens": 2})
+    assert bad.status_code == 400 and "token ids" in bad.json()["error"]["message"]
+
+
 def test_chat_and_streaming(client):
     body = {"model": "attn2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "temperature": 0}
     full = post(client, "/v1/chat/completions", body)
@@ -212,3 +222,6 @@ def test_classify_route(tmp_path):
         assert c.post("/v1/completions", json={"model": "cls", "prompt": "x"}).status_code == 400
         assert c.post("/v1/classify", json={"model": "cls", "input": []}).status_code == 400
         assert c.post("/v1/classify", json={"model": "nope", "input": "x"}).status_code == 404
+        # Longer than tiny BERT's 64 positions: refused, not silently truncated.
+        too_long = c.post("/v1/classify", json={"model": "cls", "input": "y" * 100})
+        assert too_long.status_code == 400 and "tokens" in too_long.json()["error"]["message"]

@@ -60,9 +60,10 @@ def test_one_forward_mixed_rows_match_alone(llama_adapters, alone_models):
             assert (mixed[i] - ref).abs().max() < TOL, (name, merged)
 
 
-@pytest.mark.parametrize("max_batch", [8, 3])
-def test_engine_rows_match_alone(llama_adapters, tokenizer, references, max_batch):
-    server = LoraServer(tiny_llama(), tokenizer, name="tiny", adapters_dir=llama_adapters, max_loaded=8,
+@pytest.mark.parametrize("max_batch,max_loaded", [(8, 8), (3, 2)])
+def test_engine_rows_match_alone(llama_adapters, tokenizer, references, max_batch, max_loaded):
+    """(3, 2): rows join as others leave, and adapters wait for a slot, load and get evicted mid-run."""
+    server = LoraServer(tiny_llama(), tokenizer, name="tiny", adapters_dir=llama_adapters, max_loaded=max_loaded,
                         max_batch=max_batch)
     seen: dict[str, list[torch.Tensor]] = {}
 

@@ -212,7 +212,12 @@ class LoraServer:
         if not texts:
             return []
         adapters = self._per_row(adapters, len(texts))
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        # Refused, never silently truncated: a cut text would be classified as something else.
+        limit = min(max_length, int(getattr(self.model.config, "max_position_embeddings", max_length) or max_length))
+        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
+        longest = int(enc["attention_mask"].sum(-1).max())
+        if longest > limit:
+            raise ValueError(f"input has {longest} tokens; at most {limit} are accepted")
         enc = {k: v.to(self.bank.device) for k, v in enc.items()}
         pinned: list[str] = []
         try:

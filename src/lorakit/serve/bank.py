@@ -32,7 +32,7 @@ from torch import nn
 from lorakit.core import AdapterFile, read_adapter
 from lorakit.core.registry import kind_for
 from lorakit.serve.folder import check_name
-from lorakit.serve.lora_batch import BankLinear, BatchContext, BatchRows
+from lorakit.serve.lora_batch import BankLinear, BatchContext, BatchRows, CopyBatch
 from lorakit.serve.prepare import OriginalTree, PreparedAdapter, prepare
 
 
@@ -52,6 +52,8 @@ class LoadedAdapter:
     task_type: str | None
     # Milliseconds from a read adapter file to a slot ready to serve (validation + copies).
     ready_ms: float
+    # The same span in this thread's CPU time: what it costs when the machine is not shared.
+    ready_cpu_ms: float = 0.0
     pins: int = 0
     loaded_at: float = field(default_factory=time.time)
 
@@ -89,6 +91,16 @@ class AdapterBank:
         """The resident adapter ``name`` (``KeyError`` if not loaded)."""
         return self._entries[name]
 
+    def get(self, name: str) -> LoadedAdapter | None:
+        """The resident adapter ``name``, or None (safe against a concurrent eviction)."""
+        with self.lock:
+            return self._entries.get(name)
+
+    def snapshot(self) -> list[LoadedAdapter]:
+        """Every resident adapter at one instant, least recently used first."""
+        with self.lock:
+            return list(self._entries.values())
+
     def slot(self, name: str | None) -> int:
         """The slot of a resident adapter (``None`` → ``-1``, the base model)."""
         return -1 if name is None else self._entries[name].slot
@@ -106,7 +118,7 @@ class AdapterBank:
 
     def load_file(self, name: str, adapter: AdapterFile) -> LoadedAdapter:
         """Make an already-read adapter resident (the part the "< 20 ms" budget covers)."""
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         prepared = prepare(self._tree, adapter)  # every check runs before anything changes
         with self.lock:
             if name in self._entries:
@@ -123,7 +135,8 @@ class AdapterBank:
                 raise
             self.ctx.version += 1
             entry = LoadedAdapter(name, slot, prepared.path, prepared.rank, len(prepared.updates),
-                                  prepared.task_type, (time.perf_counter() - start) * 1000.0)
+                                  prepared.task_type, (time.perf_counter() - start) * 1000.0,
+                                  (time.thread_time() - cpu_start) * 1000.0)
             self._entries[name] = entry
             return entry
 
@@ -198,8 +211,10 @@ class AdapterBank:
         self.ctx.version += 1
 
     def _install(self, slot: int, prepared: PreparedAdapter) -> None:
+        copies = CopyBatch()
         for path, update in prepared.updates.items():
-            self._module(path).add(slot, update.A, update.B, update.scaling, update.full, update.bias_delta)
+            self._module(path).add(slot, update.A, update.B, update.scaling, update.full, update.bias_delta, copies)
+        copies.run()
 
     def _uninstall(self, slot: int) -> None:
         for module in self._wrapped.values():

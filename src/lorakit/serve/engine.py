@@ -213,13 +213,15 @@ class Engine:
         """One admit → prefill → join → decode → leave round (a no-op when idle)."""
         start = time.perf_counter()
         group: list[_Sequence] = []
+        rows = 0
         with self.lock, torch.inference_mode():
             try:
                 self._drop_cancelled()
                 group = self._admit()
                 if group:
                     self._prefill(group)
-                if self._active:
+                rows = len(self._active)
+                if rows:
                     self._decode()
             except Exception as exc:  # a failing step must not kill the server: fail its requests
                 message = f"{type(exc).__name__}: {exc}"
@@ -228,8 +230,9 @@ class Engine:
                 self._active, self._cache, self._mask, self._rows = [], None, None, None
                 return
             self.stats["steps"] += 1
-        if self.on_step is not None and (group or self._active):
-            self.on_step(len(self._active), time.perf_counter() - start)
+        if self.on_step is not None and (group or rows):
+            with contextlib.suppress(Exception):  # an observer must never stop the engine thread
+                self.on_step(max(rows, len(group)), time.perf_counter() - start)
 
     def _admit(self) -> list[_Sequence]:
         group: list[_Sequence] = []
@@ -327,7 +330,7 @@ class Engine:
         for seq, token in zip(seqs, picks, strict=True):
             seq.generated += 1
             self.stats["completion_tokens"] += 1
-            if token in self.eos_ids:
+            if token in self.eos_ids and not seq.request.params.ignore_eos:
                 self._finish(seq, "stop")
                 continue
             seq.stream.push(token)

@@ -145,7 +145,7 @@ def create_app(server: LoraServer, settings: HttpSettings | None = None) -> Guar
 
     @app.post("/v1/completions", responses=_STREAMED)
     async def completions(body: CompletionRequest):
-        check_text([body.prompt] if isinstance(body.prompt, str) else body.prompt)
+        check_text([p for p in ([body.prompt] if isinstance(body.prompt, str) else body.prompt) if isinstance(p, str)])
         return await handle(server, limits, body, metrics)
 
     @app.post("/v1/chat/completions", responses=_STREAMED)
@@ -158,12 +158,12 @@ def create_app(server: LoraServer, settings: HttpSettings | None = None) -> Guar
         created = now()
         data = [{"id": server.name, "object": "model", "created": created, "owned_by": "lorakit",
                  "kind": "base", "loaded": True}]
-        loaded = set(server.bank.names())
-        for name in sorted(loaded | set(server.available())):
+        loaded = {entry.name: entry for entry in server.bank.snapshot()}
+        for name in sorted(set(loaded) | set(server.available())):
             entry = {"id": name, "object": "model", "created": created, "owned_by": "lorakit", "kind": "adapter",
                      "parent": server.name, "loaded": name in loaded}
             if name in loaded:
-                info = server.bank.info(name)
+                info = loaded[name]
                 entry.update(rank=info.rank, modules=info.modules, task_type=info.task_type)
             data.append(entry)
         return {"object": "list", "data": data}

@@ -71,6 +71,15 @@ class _Run:
             engine.cancel(request_id)
 
 
+def _prompt_items(prompt) -> list:
+    """One item per prompt: a text or a list of token ids."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if prompt and all(isinstance(t, int) for t in prompt):
+        return [prompt]
+    return list(prompt)
+
+
 def _sampling(body, max_tokens: int, index: int) -> SamplingParams:
     seed = None if body.seed is None else (body.seed + index) % 2**63  # n > 1: different samples, reproducible
     try:
@@ -101,12 +110,12 @@ async def handle(server: LoraServer, limits: Limits, body: CompletionRequest | C
         prompts = [server.encode_chat([{"role": m.role if m.role != "developer" else "system", "content": m.text()}
                                        for m in body.messages])]
     else:
-        texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        if not texts:
+        items = _prompt_items(body.prompt)
+        if not items or any(not item for item in items):
             raise ApiError(400, "prompt is empty")
-        if len(texts) * body.n > limits.max_choices:
-            raise ApiError(400, f"{len(texts)} prompts × n={body.n} exceeds {limits.max_choices} choices")
-        prompts = [server.encode_prompt(t) for t in texts]
+        if len(items) * body.n > limits.max_choices:
+            raise ApiError(400, f"{len(items)} prompts × n={body.n} exceeds {limits.max_choices} choices")
+        prompts = [list(item) if isinstance(item, list) else server.encode_prompt(item) for item in items]
     if len(prompts) * body.n > limits.max_choices:
         raise ApiError(400, f"n={body.n} exceeds {limits.max_choices} choices")
     for ids in prompts:

@@ -61,15 +61,21 @@ class RankGroup:
         self.Bt = torch.zeros(cap, r, d_out, dtype=dtype, device=device)
         self.free = list(range(cap))
 
-    def put(self, A: Tensor, B: Tensor, scaling: float) -> int:
-        """Copy ``A (r, in)`` and ``s·B (out, r)`` into a free entry; returns its index."""
+    def put(self, A: Tensor, B: Tensor, scaling: float, copies: CopyBatch | None = None) -> int:
+        """Copy ``A (r, in)`` and ``s·B (out, r)`` into a free entry; returns its index.
+
+        With ``copies``, the copies are only recorded, to be done for all modules in one call.
+        """
         if not self.free:
             self._grow()
         local = self.free.pop(0)
-        with torch.no_grad():
-            self.At[local].copy_(A.t())
-            # Scaling folded in fp32 before the cast, so a low-precision bank loses nothing extra.
-            self.Bt[local].copy_((B.float() * scaling).t())
+        if self.Bt.dtype != torch.float32:  # scaling folded in fp32 before the cast: nothing extra lost
+            B, scaling = B.float() * scaling, 1.0
+        batch = copies if copies is not None else CopyBatch()
+        batch.add(self.At[local], A.t())
+        batch.add(self.Bt[local], B.t(), scaling)
+        if copies is None:
+            batch.run()
         return local
 
     def release(self, local: int) -> None:
@@ -88,6 +94,32 @@ class RankGroup:
         self.At = torch.cat([self.At, torch.zeros_like(self.At)])
         self.Bt = torch.cat([self.Bt, torch.zeros_like(self.Bt)])
         self.free.extend(range(cap, 2 * cap))
+
+
+class CopyBatch:
+    """Copies (and scalings) into the stacks of many modules, done in two fused calls."""
+
+    def __init__(self) -> None:
+        self.dst: list[Tensor] = []
+        self.src: list[Tensor] = []
+        self.scaled: list[Tensor] = []
+        self.scales: list[float] = []
+
+    def add(self, dst: Tensor, src: Tensor, scale: float | None = None) -> None:
+        """Record ``dst ← src`` (then ``dst *= scale``)."""
+        self.dst.append(dst)
+        self.src.append(src.to(device=dst.device))
+        if scale is not None and scale != 1.0:
+            self.scaled.append(dst)
+            self.scales.append(float(scale))
+
+    def run(self) -> None:
+        """Do every recorded copy (one fused call per step instead of one per tensor)."""
+        with torch.no_grad():
+            if self.dst:
+                torch._foreach_copy_(self.dst, self.src)
+            if self.scaled:
+                torch._foreach_mul_(self.scaled, self.scales)
 
 
 @dataclass
@@ -131,7 +163,8 @@ class BankLinear(nn.Module):
 
     # ---- bank side -------------------------------------------------------------------------
     def add(self, slot: int, A: Tensor | None = None, B: Tensor | None = None, scaling: float = 1.0,
-            full: tuple[Tensor, Tensor | None] | None = None, bias_delta: Tensor | None = None) -> None:
+            full: tuple[Tensor, Tensor | None] | None = None, bias_delta: Tensor | None = None,
+            copies: CopyBatch | None = None) -> None:
         """Make ``slot`` adapt this module (any of: a LoRA pair, a full replacement, a bias change)."""
         assert slot not in self.slot_lora and slot not in self.slot_full and slot not in self.slot_bias
         ref = self.weight
@@ -140,7 +173,7 @@ class BankLinear(nn.Module):
             group = self.groups.get(r)
             if group is None:
                 group = self.groups[r] = RankGroup(r, self.d_in, self.d_out, ref.dtype, ref.device, self.group_cap)
-            self.slot_lora[slot] = (r, group.put(A.to(ref.device), B.to(ref.device), scaling))
+            self.slot_lora[slot] = (r, group.put(A, B, scaling, copies))
         if full is not None:
             weight_t, bias = full
             self.slot_full[slot] = (weight_t.to(ref), None if bias is None else bias.to(ref))
@@ -208,10 +241,17 @@ class BankLinear(nn.Module):
         # Every linear in a transformer sees (batch, ..., features): fold the middle dims into one.
         x3 = x.reshape(n, -1, x.shape[-1])
         out3 = out.reshape(n, -1, out.shape[-1])
+        # ``out`` is this call's own fresh tensor, so the LoRA path is added in place.
         for which, At, Bt in plan.lora:
             xs = x3 if which is None else x3.index_select(0, which)
-            y = torch.bmm(torch.bmm(xs.to(At.dtype), At), Bt).to(out3.dtype)  # shrink, then expand
-            out3 = out3 + y if which is None else out3.index_add(0, which, y)
+            if xs.dtype != At.dtype:  # skipped in the common case: each call costs dispatch time per module
+                xs = xs.to(At.dtype)
+            h = torch.bmm(xs, At)  # shrink: (rows, tokens, r)
+            if which is None and out3.dtype == Bt.dtype:
+                out3.baddbmm_(h, Bt)  # expand and add in one kernel, no temporary
+            else:
+                out3.index_add_(0, which if which is not None else torch.arange(n, device=x.device),
+                                torch.bmm(h, Bt).to(out3.dtype))
         if plan.bias is not None:
             out3 = out3 + plan.bias
         if plan.full is not None:

@@ -10,6 +10,7 @@ wrapped anything), so a module already serving other adapters still counts as th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ class OriginalTree:
     """
 
     def __init__(self, model: nn.Module) -> None:
+        # Target resolution by adapter config: adapters sharing a config (the usual case) resolve once.
+        self.targets_cache: dict[str, tuple] = {}
         self._modules = list(model.named_modules())
         self._by_path = dict(self._modules)
         get_out = getattr(model, "get_output_embeddings", None)
@@ -86,7 +89,10 @@ def _listing(title: str, items: list[str], limit: int = 5) -> str:
 
 def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
     """Validate ``adapter`` against the base model and split it into per-module updates."""
-    spec, targets = targets_for(tree, adapter)  # ValueError when a target matches nothing
+    key = json.dumps(adapter.config.to_json(), sort_keys=True, default=str)
+    if key not in tree.targets_cache:
+        tree.targets_cache[key] = targets_for(tree, adapter)  # ValueError when a target matches nothing
+    spec, targets = tree.targets_cache[key][:2]
     if spec.bias == "all":
         raise ValueError("adapters trained with bias='all' change every bias of the model and cannot share "
                          "a base with other adapters; serve them merged (lorakit merge) instead")
@@ -113,18 +119,22 @@ def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
             expected[f"{PEFT_PREFIX}{path}.{name}"] = tuple(param.shape)
     _check_tensors(adapter, expected)
 
-    factors = adapter.factors()
+    cached = tree.targets_cache[key]
+    if len(cached) == 2:  # scalings follow from the config alone: core's factors() once per config
+        factors = adapter.factors()
+        cached = tree.targets_cache[key] = (spec, targets, {t.path: factors[t.path].scaling for t in targets})
+    scalings = cached[2]
     updates: dict[str, ModuleUpdate] = {}
     ranks: dict[str, int] = {}
     for t in targets:
-        f = factors[t.path]
         bias_delta = None
-        key = f"{PEFT_PREFIX}{t.path}.base_layer.bias"
-        if key in expected:
+        bias_key = f"{PEFT_PREFIX}{t.path}.base_layer.bias"
+        if bias_key in expected:
             base_bias = tree.get_submodule(t.path).bias.detach()
-            bias_delta = adapter.tensors[key].to(base_bias) - base_bias
-        updates[t.path] = ModuleUpdate(A=f.A, B=f.B, scaling=f.scaling, bias_delta=bias_delta)
-        ranks[t.path] = f.rank
+            bias_delta = adapter.tensors[bias_key].to(base_bias) - base_bias
+        A, B = adapter.tensors[peft_key(t.path, "lora_A")], adapter.tensors[peft_key(t.path, "lora_B")]
+        updates[t.path] = ModuleUpdate(A=A, B=B, scaling=scalings[t.path], bias_delta=bias_delta)
+        ranks[t.path] = t.rank
     for path in saved:
         weight = adapter.tensors[f"{PEFT_PREFIX}{path}.weight"]
         bias = adapter.tensors.get(f"{PEFT_PREFIX}{path}.bias")
@@ -144,6 +154,11 @@ def _check_tensors(adapter: AdapterFile, expected: dict[str, tuple[int, ...]]) -
                  ("not floating point", dtypes)) if items]
     if problems:
         raise ValueError(f"adapter {adapter.path.name!r} does not fit the served model: " + "; ".join(problems))
-    bad = [k for k in expected if not torch.isfinite(tensors[k]).all()]
+    # One fused norm over every tensor: finite unless some value is NaN/Inf (or so large that the
+    # norm overflows; only then is each tensor checked exactly).
+    keys = list(expected)
+    norms = torch.stack(torch._foreach_norm([tensors[k].float() for k in keys])) if keys else torch.zeros(0)
+    suspects = [] if torch.isfinite(norms).all() else [k for k, n in zip(keys, norms, strict=True) if not torch.isfinite(n)]
+    bad = [k for k in suspects if not torch.isfinite(tensors[k]).all()]
     if bad:
         raise ValueError(f"adapter {adapter.path.name!r} holds non-finite values: " + _listing("tensors", bad))

@@ -24,6 +24,8 @@ class SamplingParams:
     seed: int | None = None
     # Generation ends before the first occurrence of any of these strings (not included in the text).
     stop: tuple[str, ...] = ()
+    # Keep generating past end-of-sequence tokens (benchmarks that need exactly max_tokens tokens).
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))

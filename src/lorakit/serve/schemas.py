@@ -66,7 +66,8 @@ class _Sampling(_Request):
 class CompletionRequest(_Sampling):
     """``POST /v1/completions``."""
 
-    prompt: str | list[str]
+    # Text, several texts, token ids, or several lists of token ids (as OpenAI accepts).
+    prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool = False
     best_of: int | None = None
     suffix: str | None = None
