@@ -93,7 +93,7 @@ def worker(model_name: str, method: str, warmup: int, steps: int, threads: int) 
 
 def _spawn(model: str, method: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", model, method, "--warmup", str(args.warmup),
-           "--steps", str(args.steps), "--threads", str(args.threads)]
+           "--steps", str(args.steps), "--threads", str(args.threads), *[f"--shape={s}" for s in args.shape]]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if done.returncode != 0:
@@ -155,8 +155,15 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (1: robust on a busy machine)")
+    parser.add_argument("--shape", action="append", default=[], metavar="MODEL=BxL",
+                        help="override a model's batch×length, e.g. smollm2=4x64")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    for spec in args.shape:
+        name, _, shape = spec.partition("=")
+        batch, _, length = shape.partition("x")
+        task, _, _, targets = SHAPES[name]
+        SHAPES[name] = (task, int(batch), int(length), targets)
     if args.worker:
         print(json.dumps(worker(*args.worker, args.warmup, args.steps, args.threads)))
         return 0
@@ -171,6 +178,7 @@ def main() -> int:
     rows = summarise(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     setup = {k: v for k, v in vars(args).items() if k in ("reps", "warmup", "steps", "threads")}
+    setup["shapes"] = {m: {"batch": b, "length": n} for m, (_, b, n, _) in SHAPES.items()}
     (args.out / "train_speed.json").write_text(json.dumps({"setup": setup, "summary": rows, "runs": runs}, indent=2) + "\n")
     (args.out / "train_speed.md").write_text(markdown(rows, args))
     print(markdown(rows, args))

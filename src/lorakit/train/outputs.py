@@ -43,6 +43,7 @@ def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, default=_default)
         fh.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
     os.replace(tmp, path)
     return path
 
