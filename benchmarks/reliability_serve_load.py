@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=4)
     parser.add_argument("--max-queue", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-keep-alive", action="store_true",
+                        help="one connection per request (rules out the HTTP keep-alive close race)")
+    parser.add_argument("--client-timeout", type=float, default=600.0, help="seconds a client waits for an answer")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "reliability_serve_load.json"))
     args = parser.parse_args(argv)
 
@@ -66,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with BackgroundServer(app, host="127.0.0.1") as bg:
         t0 = time.perf_counter()
-        loaded_results = load_run(bg.url, requests, concurrency=args.clients, headers=auth, time_limit=1200)
+        client = {"keep_alive": not args.no_keep_alive, "timeout": args.client_timeout}
+        loaded_results = load_run(bg.url, requests, concurrency=args.clients, headers=auth, time_limit=1800, **client)
         load_seconds = time.perf_counter() - t0
-        alone = load_run(bg.url, distinct, concurrency=1, headers=auth, time_limit=1200)
+        alone = load_run(bg.url, distinct, concurrency=1, headers=auth, time_limit=1800, **client)
         reference = {json.dumps(r, sort_keys=True): a for r, a in zip(distinct, alone, strict=True)}
 
         # Churn: unload / reload random adapters while the same load runs again.
@@ -85,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         thread = threading.Thread(target=churn)
         thread.start()
         try:
-            churn_results = load_run(bg.url, requests, concurrency=args.clients, headers=auth, time_limit=1200)
+            churn_results = load_run(bg.url, requests, concurrency=args.clients, headers=auth, time_limit=1800,
+                                     **client)
         finally:
             stop.set()
             thread.join(120)
@@ -98,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         same = sum(r["text"] == reference[json.dumps(q, sort_keys=True)]["text"] for q, r in zip(requests, results,
                                                                                                      strict=True))
         lat = [r["latency_s"] for r in ok]
-        return {"requests": len(results), "ok": len(ok), "attempt_statuses": dict(attempts),
+        return {"requests": len(results), "ok": len(ok), "attempt_statuses": {str(k): v for k, v in attempts.items()},
                 "errors_other_than_429": sum(v for k, v in attempts.items() if k not in (200, 429)),
+                "transport_errors": sum(v for k, v in attempts.items() if str(k).startswith("transport")),
                 "identical_to_alone": same,
                 "latency_ms": {"p50": 1e3 * percentile(lat, 0.5), "p90": 1e3 * percentile(lat, 0.9),
                                "p99": 1e3 * percentile(lat, 0.99), "max": 1e3 * max(lat, default=float("nan"))}}
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/reliability_serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "clients": args.clients, "adapters": args.adapters, "max_loaded": args.max_loaded, "rounds": args.rounds,
         "max_tokens": args.max_tokens, "max_queue": args.max_queue, "distinct_requests": len(distinct),
+        "keep_alive": not args.no_keep_alive, "client_timeout_s": args.client_timeout,
         "load": {**loaded, "seconds": load_seconds, "requests_per_s": total / load_seconds},
         "alone_latency_ms": {"p50": 1e3 * percentile(alone_lat, 0.5), "p99": 1e3 * percentile(alone_lat, 0.99)},
         "churn": {**churned, "unload_reload_statuses": dict(churn_codes)},

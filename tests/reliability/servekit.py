@@ -109,7 +109,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def load_run(url: str, requests: list[dict[str, Any]], concurrency: int, headers: dict[str, str],
-             max_attempts: int = 200, time_limit: float = 300.0, keep_alive: bool = True) -> list[dict[str, Any]]:
+             max_attempts: int = 200, time_limit: float = 300.0, keep_alive: bool = True,
+             timeout: float = 120.0) -> list[dict[str, Any]]:
     """Send every request to ``url`` + /v1/completions from ``concurrency`` clients at once (127.0.0.1).
 
     A 429 (queue full) is the server's deliberate back-pressure: the client waits ``Retry-After``
@@ -153,7 +154,7 @@ def load_run(url: str, requests: list[dict[str, Any]], concurrency: int, headers
                               "text": body["choices"][0]["text"] if ok else None,
                               "latency_s": asyncio.get_running_loop().time() - start, "body": body}
 
-        async with httpx.AsyncClient(base_url=url, timeout=120.0, limits=limits) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as http:
             await asyncio.gather(*(client(http) for _ in range(concurrency)))
         return results
 

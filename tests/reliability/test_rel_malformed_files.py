@@ -37,7 +37,7 @@ from tests.reliability.fuzzkit import (
     safetensors_bytes,
 )
 
-EXAMPLES = int(os.environ.get("LORAKIT_FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("LORAKIT_FUZZ_EXAMPLES", "100"))
 # A case may take this long before it counts as a hang (generous: 2 CPU cores are shared).
 CASE_SECONDS = 10.0
 # RSS growth allowed over a whole fuzz run, in MiB (an r=10**6 config used to add ~850 MiB).
