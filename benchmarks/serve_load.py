@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with BackgroundServer(create_app(server, HttpSettings(api_key=key)), host="127.0.0.1") as http:
             records, wall = asyncio.run(drive(http.url, key, models, args))
+        evictions = server.bank.evictions
     finally:
         server.close()
     ok = [r for r in records if r["ok"]]
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": wall, "requests_per_s": len(ok) / wall, "tokens_per_s": tokens / wall,
         "latency_p50_s": percentile(latencies, 50), "latency_p99_s": percentile(latencies, 99),
         "latency_mean_s": statistics.fmean(latencies) if latencies else float("nan"),
-        "completion_tokens": tokens, "load_average": os.getloadavg(),
+        "completion_tokens": tokens, "adapter_evictions": evictions, "load_average": os.getloadavg(),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"uvicorn on 127.0.0.1, lorakit engine (continuous batching, max batch {args.clients}), "
         f"{res['requests_per_client']} requests per client, max_tokens {res['max_tokens']}, temperature 0.7 "
-        f"(seeded), {res['threads']} torch threads; load average at the end {res['load_average'][0]:.1f} "
-        f"(shared machine).",
+        f"(seeded), {res['threads']} torch threads, at most {res['max_loaded']} adapters resident "
+        f"({res['adapter_evictions']} LRU evictions during the run); load average at the end "
+        f"{res['load_average'][0]:.1f} (shared machine).",
         "",
         "| requests | errors | wall s | requests/s | tokens/s | p50 latency s | p99 latency s |",
         "|---:|---:|---:|---:|---:|---:|---:|",

@@ -157,3 +157,25 @@ def test_folder_stays_inside_its_root(llama_adapters, tmp_path):
     with pytest.raises(ValueError):
         folder.resolve("../outside")
     assert folder.resolve("linked") == (root / "real").resolve()
+
+
+def test_submit_validates_without_evicting(llama_adapters, tmp_path, tokenizer):
+    """With every slot taken, a request's new adapter is checked now but loaded only on admission."""
+    import shutil
+
+    from lorakit.serve import LoraServer, SamplingParams
+
+    for name in ("qv4", "qv8"):
+        shutil.copytree(llama_adapters / name, tmp_path / name)
+    make_adapter(tiny_bert, tmp_path / "for_bert", seed=1, r=2, targets=("query",))
+    server = LoraServer(tiny_llama(), tokenizer, name="tiny", adapters_dir=tmp_path, max_loaded=1)
+    server.submit([5, 6], SamplingParams(max_tokens=2), "qv4", None)  # free slot: loaded at once
+    assert server.bank.names() == ["qv4"]
+    server.submit([5, 6], SamplingParams(max_tokens=2), "qv8", None)  # full: checked, not loaded yet
+    assert server.bank.names() == ["qv4"] and server.bank.evictions == 0
+    with pytest.raises(ValueError, match="matches no module"):
+        server.submit([5, 6], SamplingParams(max_tokens=2), "for_bert", None)
+    with pytest.raises(BankFull):
+        server.bank.load_file("x", read_adapter(tmp_path / "qv8"), evict=False)
+    server.engine.run_until_idle()
+    assert server.bank.names() == ["qv8"] and server.bank.evictions == 1

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lorakit.core import read_adapter
 from lorakit.serve.bank import AdapterBank, BankFull, LoadedAdapter
 from lorakit.serve.engine import Engine, GenerationRequest, QueueFull, RequestUpdate
 from lorakit.serve.folder import AdapterFolder, AdapterNotFound, check_name
@@ -140,12 +141,15 @@ class LoraServer:
         engine = self._require_engine()
         if adapter is not None and adapter not in self.bank:
             self.resolve_model(adapter)  # AdapterNotFound / ValueError before queueing
+            # A bad adapter is refused now (400), not when the request runs. It is loaded now only into
+            # a free slot: evicting here could throw out an adapter that queued requests wait for.
+            file = read_adapter(self.folder.resolve(adapter))
             with self.bank.lock:
-                try:  # load now, so that a bad adapter is refused now; else it loads on admission
-                    if adapter not in self.bank:
-                        self._load_from_folder(adapter)
-                except BankFull:
-                    pass
+                if adapter not in self.bank:
+                    try:
+                        self.bank.load_file(adapter, file, evict=False)
+                    except BankFull:
+                        self.bank.check(file)  # loads (evicting the LRU) when the request is admitted
         return engine.submit(GenerationRequest(prompt_ids, params, adapter, on_update))
 
     def generate(self, prompts: list[str] | str, adapters: list[str | None] | str | None = None, *,

@@ -116,13 +116,27 @@ class AdapterBank:
         adapter = source if isinstance(source, AdapterFile) else read_adapter(source)
         return self.load_file(name, adapter)
 
-    def load_file(self, name: str, adapter: AdapterFile) -> LoadedAdapter:
-        """Make an already-read adapter resident (the part the "< 20 ms" budget covers)."""
+    def check(self, adapter: AdapterFile) -> None:
+        """Raise ``ValueError`` if ``adapter`` cannot be served on this base (nothing is loaded)."""
+        prepare(self._tree, adapter)
+
+    @property
+    def has_free_slot(self) -> bool:
+        """Whether a load would not evict anything."""
+        return bool(self._free)
+
+    def load_file(self, name: str, adapter: AdapterFile, *, evict: bool = True) -> LoadedAdapter:
+        """Make an already-read adapter resident (the part the "< 20 ms" budget covers).
+
+        With ``evict=False``, raise ``BankFull`` rather than evict another adapter.
+        """
         start, cpu_start = time.perf_counter(), time.thread_time()
         prepared = prepare(self._tree, adapter)  # every check runs before anything changes
         with self.lock:
             if name in self._entries:
                 raise ValueError(f"an adapter named {name!r} is already loaded; unload it first")
+            if not evict and not self._free:
+                raise BankFull(f"no free slot for {name!r} without evicting another adapter")
             slot = self._take_slot()
             try:
                 # Loads may happen inside the engine's inference_mode step; the stacks must stay
