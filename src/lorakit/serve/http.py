@@ -68,7 +68,9 @@ ERROR_RESPONSES: dict[int | str, dict] = {
                          (422, "invalid fields"), (429, "queue full"), (500, "internal error (a bug)"),
                          (503, "all adapter slots busy"))
 }
-_STREAMED = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+# Server-sent events: "data: <JSON chunk>" lines, then "data: [DONE]" (no single JSON type fits both).
+_STREAMED = {200: {"content": {"text/event-stream": {"schema": {
+    "description": "OpenAI-style chunks as server-sent events, ending with the literal [DONE]"}}}}}
 
 
 def _error(status: int, message: str, type_: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
