@@ -72,6 +72,8 @@ def test_fuzz_read_and_load(harness: Harness) -> None:
 
 def test_fuzz_the_servers_load_path(harness: Harness) -> None:
     """The same cases through ``AdapterBank.load`` (the server validates with its own ``prepare``)."""
+    for name, base in harness.bases.items():  # the valid adapters load through the bank
+        assert harness.run_bank(name, json.dumps(base.config).encode(), base.weights).status == "ok", name
     outcomes: Counter[str] = Counter()
 
     @settings(max_examples=max(EXAMPLES // 3, 10), deadline=None, database=None, derandomize=True,
@@ -82,7 +84,7 @@ def test_fuzz_the_servers_load_path(harness: Harness) -> None:
         outcomes[harness.run_bank(base, config, weights).status] += 1
 
     one_case()
-    assert outcomes["refused"] and outcomes["ok"], outcomes
+    assert outcomes["refused"] and sum(outcomes.values()) >= max(EXAMPLES // 3, 10) * 0.9, outcomes
 
 
 def test_fuzz_config_from_json(harness: Harness) -> None:
