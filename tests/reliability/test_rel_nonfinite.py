@@ -96,10 +96,6 @@ def test_k_non_finite_losses_in_a_row_abort_and_leave_a_finite_checkpoint(tiny, 
     assert report["intact"] and report["finite"], report
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "missing hook: the loop checks the loss and the gradient norm, not the weights after "
-    "optimizer.step(); a step that itself yields a non-finite weight (an overflow in low precision, an "
-    "optimizer bug) is checkpointed as is (reported to the train module's owner)"))
 def test_no_checkpoint_holds_non_finite_weights_even_if_a_step_produces_them(tiny, tmp_path, monkeypatch) -> None:
     spy = CheckpointSpy(monkeypatch)
     real = loop.make_optimizer

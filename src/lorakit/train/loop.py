@@ -235,6 +235,11 @@ def train_loop(
             if math.isfinite(step_loss) and math.isfinite(norm):
                 optimizer.step()
                 state.bad_in_a_row = 0
+                # A finite loss and gradient can still yield a non-finite weight (an overflow in low
+                # precision, an optimizer bug): stop before any checkpoint can hold it.
+                if not all(bool(torch.isfinite(p).all()) for p in params):
+                    raise TrainingAborted(f"step {state.step + 1} produced non-finite weights; the last "
+                                          f"checkpoint is intact: resume it with a lower --lr")
             else:
                 state.bad_in_a_row += 1
                 state.skipped_steps += 1
