@@ -39,12 +39,7 @@ class LoraLayer(nn.Module):
         slices: tuple[int, tuple[int, ...]] | None = None,
     ) -> None:
         super().__init__()
-        # The base module is kept out of the module tree (no double registration); its parameters
-        # are registered here under their own names and handed back on unload.
-        object.__setattr__(self, "base", base)
-        for name, param in base.named_parameters(recurse=False):
-            # Direct insert: register_parameter would see the name on the base via __getattr__.
-            self._parameters[name] = param
+        adopt_base(self, base)
         self.kind = kind
         self.r = r
         self.alpha = alpha
@@ -102,6 +97,18 @@ class LoraLayer(nn.Module):
         """Shown by ``print(model)``."""
         extra = f", slices={self.slices}" if self.slices else ""
         return f"{self.kind.name}, base={type(self.base).__name__}, r={self.r}, alpha={self.alpha:g}{extra}"
+
+
+def adopt_base(wrapper: nn.Module, base: nn.Module) -> None:
+    """Keep ``base`` out of ``wrapper``'s module tree and register its parameters on ``wrapper``.
+
+    The state dict then keeps the base layer's own names (``weight``, ``bias``); unload hands the
+    parameters back. Direct insertion, because ``register_parameter`` would see the names on the
+    base through a wrapper's ``__getattr__`` fallback.
+    """
+    object.__setattr__(wrapper, "base", base)
+    for name, param in base.named_parameters(recurse=False):
+        wrapper._parameters[name] = param
 
 
 def slice_mask(b_shape: tuple[int, ...], slices: tuple[int, tuple[int, ...]], device, dtype) -> Tensor:

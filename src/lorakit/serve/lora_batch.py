@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from lorakit.core.layers import adopt_base
+
 _batch_ids = itertools.count()
 
 
@@ -143,10 +145,7 @@ class BankLinear(nn.Module):
 
     def __init__(self, base: nn.Module, kind, ctx: BatchContext, group_cap: int = 4) -> None:
         super().__init__()
-        # Same trick as core's LoraLayer: the base keeps its parameters' names in the state dict.
-        object.__setattr__(self, "base", base)
-        for name, param in base.named_parameters(recurse=False):
-            self._parameters[name] = param
+        adopt_base(self, base)  # as core's LoraLayer: the state dict keeps the base's names
         self.kind = kind
         self.ctx = ctx
         self.d_in, self.d_out = kind.features(base)
