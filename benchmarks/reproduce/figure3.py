@@ -4,10 +4,10 @@ Claims tested (paper §7.2-7.3): the top singular direction of ΔW is shared bet
 rank-64 adapter (φ(1, j) > 0.5) while the other directions look like chance; ΔW amplifies directions
 of W that W itself does not emphasise (amplification factor ≫ 1, ‖UᵀWVᵀ‖ close to random directions).
 
-Uses the adapters of rank.py's r=8 and r=64 rows (trained if missing: about 12 minutes), then runs
+Uses the adapters of rank.py's r=8 and r=64 rows (trained if missing: about 8 minutes), then runs
 `lorakit analyze subspace` and `lorakit analyze amplification`; the analysis itself takes seconds.
 
-    python benchmarks/reproduce/figure3.py [--steps 400]
+    python benchmarks/reproduce/figure3.py [--steps 120]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def lorakit(*args: str) -> None:
 def main() -> None:
     """Train or reuse the two adapters, then write the figure, the φ table and the amplification table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=120)
     args = parser.parse_args()
     rows = [rank_row(8, args.steps), rank_row(64, args.steps)]
     for row in rows:

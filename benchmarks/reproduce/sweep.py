@@ -1,8 +1,9 @@
-"""Run `lorakit train` rows with caching: a row whose metrics.json exists is read, not re-run.
+"""Run `lorakit train` / `lorakit eval` rows with caching: a row whose result file exists is read, not re-run.
 
 Each row is one command line, kept in the results so every figure traces back to the command that
 made it. Interrupted rows continue from their checkpoint (``--resume``) on the next invocation, so a
-long sweep can be stopped and restarted at will.
+long sweep can be stopped and restarted at will. A row being run holds a lock file (with its pid), so
+several sweeps can share one machine, each taking the rows the others have not started.
 """
 
 from __future__ import annotations
@@ -19,15 +20,21 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = Path(os.environ.get("LORAKIT_REPRO_RUNS", REPO / "runs" / "reproduce"))
+LOCK = ".sweep.lock"
 
 
 @dataclass(frozen=True)
 class Row:
-    """One training run of a table: a key (its folder under runs/reproduce) and its CLI arguments."""
+    """One run of a table: a key (its folder under runs/reproduce) and its CLI arguments.
+
+    ``verb`` is ``train`` (the run writes ``metrics.json``) or ``eval`` (``lorakit eval`` writing
+    ``eval.json``, for rows that train nothing, such as a zero-shot base model).
+    """
 
     key: str
     args: tuple[str, ...]
     labels: dict[str, Any] = field(default_factory=dict)
+    verb: str = "train"
 
     @property
     def out(self) -> Path:
@@ -35,32 +42,89 @@ class Row:
         return RUNS / self.key
 
     @property
+    def result_file(self) -> Path:
+        """The file whose presence marks the row as finished."""
+        return self.out / ("metrics.json" if self.verb == "train" else "eval.json")
+
+    def cli(self, out: Path) -> list[str]:
+        """The lorakit arguments with the output under ``out``."""
+        if self.verb == "train":
+            return ["train", *self.args, "--out", str(out)]
+        return ["eval", *self.args, "--json", str(out / "eval.json")]
+
+    @property
     def command(self) -> str:
-        """The command that reproduces this row."""
-        return "lorakit train " + " ".join(self.args) + f" --out runs/reproduce/{self.key}"
+        """The command that reproduces this row (output under runs/reproduce/)."""
+        return "lorakit " + " ".join(self.cli(Path("runs/reproduce") / self.key))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _take_lock(row: Row) -> bool:
+    """Create the row's lock file; False if a live process holds it (a dead holder's lock is taken over)."""
+    row.out.mkdir(parents=True, exist_ok=True)
+    lock = row.out / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and _pid_alive(holder):
+                return False
+            lock.unlink(missing_ok=True)  # left by a killed sweep: the row's checkpoint is still good
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def read_row(row: Row) -> dict[str, Any] | None:
+    """The row's result if it has finished, else None (runs nothing)."""
+    return json.loads(row.result_file.read_text()) if row.result_file.is_file() else None
 
 
 def run_row(row: Row, timeout: float | None = None) -> dict[str, Any] | None:
-    """Train (or resume) the row unless its metrics exist; return its metrics, None if it failed."""
-    metrics_path = row.out / "metrics.json"
-    if metrics_path.is_file():
-        return json.loads(metrics_path.read_text())
-    cmd = [sys.executable, "-m", "lorakit", "train", *row.args, "--out", str(row.out), "--no-progress"]
-    if (row.out / "checkpoint").is_dir():
-        cmd.append("--resume")
-    print(f"[{time.strftime('%H:%M:%S')}] {row.command}", flush=True)
-    start = time.perf_counter()
+    """Train / evaluate (or resume) the row unless its result exists; return it, None if not available.
+
+    None means failed, timed out (resumable) or being run by another sweep right now.
+    """
+    if (done := read_row(row)) is not None:
+        return done
+    if not _take_lock(row):
+        print(f"[{time.strftime('%H:%M:%S')}] skip (another sweep is running it): {row.key}", flush=True)
+        return None
     try:
-        proc = subprocess.run(cmd, timeout=timeout, capture_output=True, text=True)
-    except subprocess.TimeoutExpired:
-        print(f"  timed out after {timeout:.0f} s (resumable)", flush=True)
-        return None
-    if proc.returncode != 0 or not metrics_path.is_file():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        print(f"  failed ({proc.returncode}): {' | '.join(tail)}", flush=True)
-        return None
-    print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
-    return json.loads(metrics_path.read_text())
+        cmd = [sys.executable, "-m", "lorakit", *row.cli(row.out), "--no-progress"]
+        if row.verb == "train" and (row.out / "checkpoint").is_dir():
+            cmd.append("--resume")
+        print(f"[{time.strftime('%H:%M:%S')}] {row.command}", flush=True)
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, timeout=timeout, capture_output=True, text=True)
+        except subprocess.TimeoutExpired:
+            print(f"  timed out after {timeout:.0f} s (resumable)", flush=True)
+            return None
+        (row.out / "sweep.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+        if proc.returncode != 0 or not row.result_file.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            print(f"  failed ({proc.returncode}): {' | '.join(tail)}", flush=True)
+            return None
+        print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+        return read_row(row)
+    finally:
+        (row.out / LOCK).unlink(missing_ok=True)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -70,7 +134,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def main_metric(metrics: dict[str, Any]) -> float | None:
     """Accuracy for classification rows, BLEU for generation rows (in percent)."""
-    test = metrics.get("test") or {}
+    test = metrics.get("test") or metrics.get("metrics") or {}  # train rows / eval rows
     if "accuracy" in test:
         return 100.0 * test["accuracy"]
     return test.get("bleu")

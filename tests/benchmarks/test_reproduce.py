@@ -1,0 +1,112 @@
+"""The reproduction scripts' machinery: row caching and locking, the tables' row sets, equal budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks" / "reproduce"))
+sys.path.insert(0, str(REPO / "tests" / "train"))
+import nlg  # noqa: E402
+import nlu  # noqa: E402
+import rank  # noqa: E402
+import sweep  # noqa: E402
+from tiny_models import make_classify_data, make_tiny_bert_dir  # noqa: E402
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setattr(sweep, "RUNS", tmp_path / "runs")
+    return tmp_path / "runs"
+
+
+def test_a_row_is_locked_while_a_live_process_holds_it_and_taken_over_from_a_dead_one(runs) -> None:
+    row = sweep.Row("r", ("m", "d"))
+    assert sweep._take_lock(row)
+    assert not sweep._take_lock(row)  # held by this (live) process
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (row.out / sweep.LOCK).write_text(dead.stdout.strip())
+    assert sweep._take_lock(row)  # the holder is gone: its lock is stale
+    assert (row.out / sweep.LOCK).read_text() == str(os.getpid())
+
+
+def test_run_row_skips_a_locked_row_and_reads_a_finished_one_without_running(runs, monkeypatch) -> None:
+    def no_run(*args, **kwargs):
+        raise AssertionError("nothing should run")
+
+    monkeypatch.setattr(sweep.subprocess, "run", no_run)
+    busy = sweep.Row("busy", ("m", "d"))
+    busy.out.mkdir(parents=True)
+    (busy.out / sweep.LOCK).write_text(str(os.getpid()))
+    assert sweep.run_row(busy) is None
+    assert (busy.out / sweep.LOCK).is_file()  # another sweep's lock is left alone
+
+    done = sweep.Row("done", ("m", "d"), verb="eval")
+    done.out.mkdir(parents=True)
+    done.result_file.write_text(json.dumps({"metrics": {"bleu": 12.5}}))
+    assert sweep.main_metric(sweep.run_row(done)) == 12.5
+
+
+def test_run_row_trains_once_then_reads_the_cache(runs, tmp_path) -> None:
+    model = make_tiny_bert_dir(tmp_path / "bert")
+    data = make_classify_data(tmp_path / "data", n_train=32, n_dev=8) / "train.jsonl"
+    row = sweep.Row("tiny", (str(model), str(data), "--max-steps", "2", "--batch-size", "8", "--max-length", "16",
+                             "--eval-every", "0", "--no-base-eval", "--threads", "1"))
+    first = sweep.run_row(row, timeout=300)
+    assert first is not None and first["step"] == 2 and 0.0 <= sweep.main_metric(first) <= 100.0
+    assert not (row.out / sweep.LOCK).exists() and (row.out / "adapter" / "adapter_model.safetensors").is_file()
+    assert row.command.startswith("lorakit train ") and row.command.endswith("--out runs/reproduce/tiny")
+    (row.out / "metrics.json").write_text(json.dumps({**first, "marker": 1}))
+    assert sweep.run_row(row)["marker"] == 1  # cached: not trained again
+
+
+def test_nlu_rows_cover_every_method_and_seed_once_with_first_seeds_first() -> None:
+    rows = nlu.rows_for(["sst2", "trec", "subj"], [0, 1, 2], 120)
+    assert len(rows) == len(nlu.METHODS) * (3 + 1 + 1) and len({r.key for r in rows}) == len(rows)
+    assert {r.labels["seed"] for r in rows if r.labels["data"] != "sst2"} == {0}
+    first = 3 * len(nlu.METHODS)
+    assert all(r.labels["seed"] == 0 for r in rows[:first]) and all(r.labels["seed"] > 0 for r in rows[first:])
+    for row in rows:
+        assert "--test-split" in row.args and row.args[row.args.index("--max-steps") + 1] == "120"
+
+
+def test_rank_rows_reuse_the_nlu_run_where_the_recipe_is_the_same() -> None:
+    assert rank.rank_row(8, 120).key == nlu.nlu_row("sst2", "lora-qv-r8", 0, 120).key
+    assert rank.rank_row(8, 120).args == nlu.nlu_row("sst2", "lora-qv-r8", 0, 120).args
+    assert rank.budget_row("qv r=4", 120).key == rank.rank_row(4, 120).key
+    r2 = rank.rank_row(2, 120)
+    assert r2.args[r2.args.index("--alpha") + 1] == "4"  # alpha = 2r keeps alpha/r fixed
+
+
+def test_equal_budget_rows_adapt_the_same_number_of_parameters() -> None:
+    """Table 5's premise, on a BERT with minilm's width: q r=8, q,v r=4, q,k,v,o r=2 cost the same."""
+    from transformers import BertConfig, BertModel
+
+    import lorakit
+
+    counts = {}
+    for name, (targets, r) in rank.BUDGET.items():
+        model = BertModel(BertConfig(vocab_size=50, hidden_size=384, num_hidden_layers=2, num_attention_heads=12,
+                                     intermediate_size=64))
+        lorakit.inject(model, lorakit.LoraSpec(r=r, alpha=2 * r, targets=(targets,)))
+        counts[name] = lorakit.parameter_report(model).lora
+    assert set(counts.values()) == {2 * 6144}, counts
+
+
+def test_nlg_rows_share_the_schedule_and_differ_only_in_the_method() -> None:
+    rows = nlg.train_rows(40, 100, 1)
+    assert [r.labels["method"] for r in rows] == list(nlg.METHODS)
+    tails = set()
+    for row in rows:
+        extra = nlg.METHODS[row.labels["method"]]
+        assert row.args[:2 + len(extra)] == ("smollm2", "e2e", *extra)
+        tails.add(row.args[2 + len(extra):])
+    assert len(tails) == 1 and "--max-steps" in next(iter(tails))
+    base = nlg.base_row(100, 1)
+    assert base.verb == "eval" and base.command.endswith("--json runs/reproduce/nlg-e2e-base-l100/eval.json")
