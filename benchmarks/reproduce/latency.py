@@ -48,13 +48,13 @@ def variants(base: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return out
 
 
-def measure(name: str, reps: int) -> list[dict]:
+def measure(name: str, reps: int, shapes: tuple[tuple[int, int], ...] = SHAPES) -> list[dict]:
     """Median forward latency of every variant at every shape, in interleaved rounds."""
     loaded = load_model(name)
     models = variants(loaded.model.eval())
     vocab = loaded.model.config.vocab_size
     rows = []
-    for batch, seq in SHAPES:
+    for batch, seq in shapes:
         ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(1))
         samples: dict[str, list[float]] = {k: [] for k in models}
         with torch.inference_mode():
@@ -79,13 +79,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="minilm,smollm2")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--shapes", default=",".join(f"{b}x{s}" for b, s in SHAPES), help="BATCHxSEQ,...")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shapes = tuple(tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(","))
     torch.manual_seed(0)
-    rows = [row for name in args.models.split(",") for row in measure(name, args.reps)]
+    rows = [row for name in args.models.split(",") for row in measure(name, args.reps, shapes)]
     payload = {"machine": machine(), "command": "python benchmarks/reproduce/latency.py " + " ".join(sys.argv[1:]),
                "rows": rows}
     table = ("# Forward latency: base vs merged vs unmerged LoRA (r=8)\n\n"
-             f"Measured {payload['machine']['date']} on {payload['machine']['cpus']} CPU cores, torch "
+             f"Measured {payload['machine']['date']} on {payload['machine']['cpus']} CPU cores "
+             f"({payload['machine']['threads']} torch threads), torch "
              f"{payload['machine']['torch']}; medians of {args.reps} interleaved rounds.\n\n"
              + markdown_table(rows, ["model", "batch", "seq", "variant", "median_ms", "ratio_to_base"]))
     for path in write_results("latency", payload, table):
