@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,13 +22,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, write_results  # noqa: E402
 from rank import rank_row  # noqa: E402
-from sweep import run_row  # noqa: E402
+from sweep import REPO, run_row  # noqa: E402
 
 
 def lorakit(*args: str) -> None:
-    """Run a lorakit command, echoing it."""
+    """Run a lorakit command from the repository root (paths stay relative in its outputs), echoing it."""
     print("$ lorakit " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "lorakit", *args], check=True)
+    subprocess.run([sys.executable, "-m", "lorakit", *args], check=True, cwd=REPO)
 
 
 def main() -> None:
@@ -39,13 +40,14 @@ def main() -> None:
     for row in rows:
         if run_row(row) is None:
             raise SystemExit(f"training failed: {row.command}")
-    a8, a64 = (str(row.out / "adapter") for row in rows)
+    a8, a64 = (os.path.relpath(row.out / "adapter", REPO) for row in rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    res = os.path.relpath(RESULTS, REPO)
     for matrix in ("A", "B"):
-        lorakit("analyze", "subspace", a8, a64, "--matrix", matrix, "--plot", str(RESULTS / f"figure3_{matrix}.png"),
-                "--json", str(RESULTS / f"figure3_{matrix}.json"))
-    lorakit("analyze", "amplification", "minilm", a8, "--json", str(RESULTS / "amplification_r8.json"))
-    lorakit("analyze", "amplification", "minilm", a64, "--json", str(RESULTS / "amplification_r64.json"))
+        lorakit("analyze", "subspace", a8, a64, "--matrix", matrix, "--labels", "r=8,r=64", "--max-panels", "12",
+                "--plot", f"{res}/figure3_{matrix}.png", "--json", f"{res}/figure3_{matrix}.json")
+    lorakit("analyze", "amplification", "minilm", a8, "--json", f"{res}/amplification_r8.json")
+    lorakit("analyze", "amplification", "minilm", a64, "--json", f"{res}/amplification_r64.json")
     payload = {"machine": machine(), "adapters": {"r8": rows[0].command, "r64": rows[1].command},
                "files": sorted(p.name for p in RESULTS.glob("figure3_*")) + ["amplification_r8.json",
                                                                             "amplification_r64.json"]}

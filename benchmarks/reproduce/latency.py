@@ -3,7 +3,8 @@
 Claim tested (paper §4, Table 1): a merged adapter adds no inference latency (ratio to base ≤ 1.01);
 the unmerged overhead is reported. Both embedded models, batch 1 × 128 tokens and batch 16 × 256
 tokens. The five variants are timed in interleaved rounds (base, merged, unmerged, ... again) so that
-machine noise hits them alike; each figure is a median.
+machine noise hits them alike; each ratio is the median of per-round ratios. Run it on an otherwise
+idle machine: latency, unlike the training tables, is not measured beside another run.
 
 Finishes in about 10 minutes on 2 CPU cores (smollm2 at 16 × 256 dominates).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import statistics
 import sys
 import time
@@ -48,8 +50,13 @@ def variants(base: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return out
 
 
-def measure(name: str, reps: int, shapes: tuple[tuple[int, int], ...] = SHAPES) -> list[dict]:
-    """Median forward latency of every variant at every shape, in interleaved rounds."""
+def measure(name: str, reps: int, shapes: tuple[tuple[int, int], ...] = SHAPES, budget_s: float = 15.0) -> list[dict]:
+    """Median forward latency of every variant at every shape, in interleaved rounds.
+
+    Each round times every variant once, in the same order; ``ratio_to_base`` is the median over rounds
+    of (variant / base in that round), so slow drifts of the machine cancel. Short shapes get more
+    rounds: at least ``reps``, and as many as fit in about ``budget_s`` seconds of base forwards (<= 60).
+    """
     loaded = load_model(name)
     models = variants(loaded.model.eval())
     vocab = loaded.model.config.vocab_size
@@ -58,19 +65,24 @@ def measure(name: str, reps: int, shapes: tuple[tuple[int, int], ...] = SHAPES) 
         ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(1))
         samples: dict[str, list[float]] = {k: [] for k in models}
         with torch.inference_mode():
+            start = time.perf_counter()
             for m in models.values():  # warm-up: allocator, thread pool, caches
                 m(input_ids=ids)
-            for _ in range(reps):
+            warm = (time.perf_counter() - start) / len(models)
+            rounds = max(reps, min(60, math.ceil(budget_s / warm)))
+            for _ in range(rounds):
                 for key, m in models.items():
                     start = time.perf_counter()
                     m(input_ids=ids)
                     samples[key].append(time.perf_counter() - start)
-        base = statistics.median(samples["base"])
         for key, times in samples.items():
             med = statistics.median(times)
+            ratio = statistics.median(t / b for t, b in zip(times, samples["base"], strict=True))
+            spread = statistics.quantiles([t / b for t, b in zip(times, samples["base"], strict=True)], n=4)
             rows.append({"model": name, "batch": batch, "seq": seq, "variant": key, "median_ms": 1000 * med,
-                         "ratio_to_base": med / base, "reps": reps})
-            print(f"{name} {batch}x{seq} {key:<22} {1000 * med:9.1f} ms  x{med / base:.3f}", flush=True)
+                         "ratio_to_base": ratio, "ratio_q1": spread[0], "ratio_q3": spread[2], "rounds": rounds})
+            print(f"{name} {batch}x{seq} {key:<22} {1000 * med:9.1f} ms  x{ratio:.3f} "
+                  f"(IQR {spread[0]:.3f}-{spread[2]:.3f}, {rounds} rounds)", flush=True)
     return rows
 
 
@@ -78,7 +90,7 @@ def main() -> None:
     """Measure and write ``results/latency.{json,md}``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="minilm,smollm2")
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=5, help="rounds at least (short shapes get more)")
     parser.add_argument("--shapes", default=",".join(f"{b}x{s}" for b, s in SHAPES), help="BATCHxSEQ,...")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
@@ -92,8 +104,11 @@ def main() -> None:
     table = ("# Forward latency: base vs merged vs unmerged LoRA (r=8)\n\n"
              f"Measured {payload['machine']['date']} on {payload['machine']['cpus']} CPU cores "
              f"({payload['machine']['threads']} torch threads), torch "
-             f"{payload['machine']['torch']}; medians of {args.reps} interleaved rounds.\n\n"
-             + markdown_table(rows, ["model", "batch", "seq", "variant", "median_ms", "ratio_to_base"]))
+             f"{payload['machine']['torch']}; every variant timed once per round, rounds interleaved; "
+             "`ratio_to_base` is the median over rounds of variant / base in the same round, with its "
+             "interquartile range (q1-q3).\n\n"
+             + markdown_table(rows, ["model", "batch", "seq", "variant", "median_ms", "ratio_to_base", "ratio_q1",
+                                     "ratio_q3", "rounds"]))
     for path in write_results("latency", payload, table):
         print("wrote", path)
 

@@ -19,6 +19,7 @@ About 2 minutes (the second part loads each model three times); the first part n
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -103,11 +104,40 @@ def training_state(model_name: str, method: str) -> dict:
             "total_mb": (weights + grads + nbytes(state)) / 2**20}
 
 
+BASELINE_CODE = """
+import sys
+import lorakit.train.runner, lorakit.train.evaluate
+from lorakit.data import load_dataset
+from lorakit.models import load_model
+name, data, task = sys.argv[1:4]
+load_model(name, task, num_labels=2 if task == "classify" else None)
+load_dataset(data, "train", None, seed=0)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child of a big parent would
+# report the parent's size.
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(int(hwm.split()[1]) / 1024)
+"""
+
+
+def runtime_baseline_mb(model_name: str) -> float:
+    """Peak RSS (MiB) of a fresh process that imports lorakit's trainer, loads the model and reads the data.
+
+    What every training process holds before its first step; the rest of its peak is training.
+    """
+    data, task = ("sst2", "classify") if model_name == "minilm" else ("e2e", "generate")
+    out = subprocess.run([sys.executable, "-c", BASELINE_CODE, model_name, data, task], check=True,
+                         capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     """Read nlu.json and nlg.json, measure the training state, write results/memory_size.{json,md}."""
     state = [training_state(m, method) for m in ("minilm", "smollm2")
              for method in ("lora-qv-r8", "lora-all-linear-r8", "full")]
+    baselines = {m: runtime_baseline_mb(m) for m in ("minilm", "smollm2")}
+    print("runtime + model + data, before training (MiB):", baselines)
     for line in state:
+        line["process_before_training_mb"] = baselines[line["model"]]
         full = next(s for s in state if s["model"] == line["model"] and s["method"] == "full")
         line["saving_vs_full"] = full["total_mb"] / line["total_mb"]
         print(f"{line['model']:8s} {line['method']:20s} {line['total_mb']:9.1f} MiB  x{line['saving_vs_full']:.2f}")
@@ -117,11 +147,14 @@ def main() -> None:
         rows += compare("minilm", data, [line for line in nlu if line["data"] == data])
     rows += compare("smollm2", "e2e", _load("nlg"))
     payload = {"machine": machine(), "command": "python benchmarks/reproduce/memory_size.py", "rows": rows,
-               "training_state": state}
+               "training_state": state, "process_before_training_mb": baselines}
     md = ("# Memory and checkpoint size: LoRA (and BitFit) vs full fine-tuning\n\n"
           "## Training state (weights + gradients + AdamW state, fp32, after one step)\n\n"
           + markdown_table(state, ["model", "method", "trainable_params", "weights_mb", "grads_mb", "optimizer_mb",
                                    "total_mb", "saving_vs_full"])
+          + "\n`process_before_training_mb`: peak RSS of a fresh process that imports the trainer, loads the model "
+          f"and reads the data, before any step: minilm {baselines['minilm']:.0f} MiB, smollm2 "
+          f"{baselines['smollm2']:.0f} MiB.\n"
           + "\n## Whole training processes (peak resident memory) and saved files\n\n"
           "Peak resident memory of each training process (model, optimizer state, activations, "
           "evaluation) and the size of what it saves, from the runs of nlu.py (minilm, seed 0 on SST-2) "

@@ -122,6 +122,32 @@ def card(model: str, data: str, key: str, metrics: dict, command: str, reproduce
     return "\n".join(lines)
 
 
+INDEX_HEAD = """# Published adapters
+
+LoRA adapters trained by lorakit's reproduction scripts (`benchmarks/reproduce/`) on the real data sets,
+in PEFT's layout, one folder each with a card (`README.md`: data, training command, metrics). They are
+written by `python benchmarks/reproduce/publish.py`, which re-evaluates every copy with the command its
+card shows. From a fresh checkout, after `scripts/install.sh`:
+
+    .venv/bin/lorakit eval minilm sst2 --adapter adapters/minilm/sst2 --split test --max-length 64
+    .venv/bin/lorakit serve smollm2 --adapters adapters/smollm2      # then ask for model "e2e"
+
+| adapter | base | targets | rank | score (test) | size | trained with |
+|---|---|---|---|---|---|---|
+"""
+
+
+def write_index(published: list[tuple[str, str, str, dict]]) -> None:
+    """adapters/README.md: one line per published adapter."""
+    lines = []
+    for model, data, key, metrics in published:
+        cfg, test = metrics["config"], metrics["test"]
+        figure = f"accuracy {100 * test['accuracy']:.2f}%" if "accuracy" in test else f"BLEU {test['bleu']:.2f}"
+        lines.append(f"| [{model}/{data}]({model}/{data}/README.md) | {model} | {', '.join(cfg['targets'])} | "
+                     f"{cfg['rank']} | {figure} | {metrics['adapter_bytes'] / 1e6:.2f} MB | `{key}` |")
+    (ADAPTERS / "README.md").write_text(INDEX_HEAD + "\n".join(lines) + "\n", encoding="utf-8")
+
+
 def publish(model: str, data: str, key: str, metrics: dict, eval_limit: int) -> None:
     """Copy, re-evaluate and write the card of one adapter."""
     folder = ADAPTERS / model / data
@@ -150,9 +176,12 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated model/data pairs to publish (default: all)")
     args = parser.parse_args()
     wanted = set(filter(None, args.only.split(",")))
-    for (model, data), (key, metrics) in sorted(best_runs().items()):
+    best = sorted(best_runs().items())
+    for (model, data), (key, metrics) in best:
         if not wanted or f"{model}/{data}" in wanted:
             publish(model, data, key, metrics, args.eval_limit)
+    write_index([(model, data, key, metrics) for (model, data), (key, metrics) in best
+                 if (ADAPTERS / model / data / "README.md").is_file()])
 
 
 if __name__ == "__main__":

@@ -161,3 +161,23 @@ def test_combine_full_weight_tensors_and_bad_input(tmp_path, capsys):
     ):
         assert main(["combine", *args]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_subspace_plot_labels_name_the_runs_not_their_adapter_folders(tmp_path, monkeypatch, capsys):
+    from lorakit.analysis import plots
+
+    a = _write(tmp_path / "run-r4" / "adapter", 4, seed=0)
+    b = _write(tmp_path / "run-r8" / "adapter", 8, seed=1)
+    seen = []
+    real = plots.plot_subspace
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["labels"], kwargs["title"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_subspace", spy)
+    for extra in ([], ["--labels", "r=4,r=8"]):
+        assert main(["analyze", "subspace", str(a), str(b), "--plot", str(tmp_path / "phi.png"), *extra]) == 0
+    assert seen[0][0] == ("run-r4", "run-r8") and seen[1][0] == ("r=4", "r=8") and "r=4 vs r=8" in seen[1][1]
+    assert main(["analyze", "subspace", str(a), str(b), "--plot", str(tmp_path / "x.png"), "--labels", "one"]) == 2
+    assert "--labels must be two names" in capsys.readouterr().err

@@ -97,12 +97,18 @@ def test_merge_unmerge_round_trip(name):
 def test_unload_merged_keeps_original_keys_and_outputs(name):
     model, x, spec = build(name)
     keys = list(model.state_dict())
+    # Merged inference costs nothing extra only if the model is the base again, tensor for tensor:
+    # same module types, shapes, dtypes and memory layout (strides) as before injection.
+    layout = {k: (v.shape, v.dtype, v.stride()) for k, v in model.state_dict().items()}
+    types = [type(m) for m in model.modules()]
     lorakit.inject(model, spec)
     randomize_b(model)
     expected = model(x)
     plain = lorakit.unload(model)
     assert list(plain.state_dict()) == keys
     assert not lora_layers(plain)
+    assert {k: (v.shape, v.dtype, v.stride()) for k, v in plain.state_dict().items()} == layout
+    assert [type(m) for m in plain.modules()] == types
     torch.testing.assert_close(plain(x), expected, rtol=1e-5, atol=1e-5)
 
 

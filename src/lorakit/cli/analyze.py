@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="compare the row spaces of A (input side) or column spaces of B (output side) "
                         "[default: %(default)s]")
     p.add_argument("--max-panels", type=int, default=8, help="most modules drawn in --plot [default: %(default)s]")
+    p.add_argument("--labels", metavar="NAME1,NAME2", default=None,
+                   help="names of the two adapters in --plot (default: their folder names)")
     _common(p, plot=True)
 
     p = sub.add_parser("spectrum", help="singular values, energy and effective rank of each ΔW = s·B·A",
@@ -102,6 +104,8 @@ def _subspace(args: argparse.Namespace) -> int:
     _check_plot(args)
     if args.max_panels < 1:
         raise ValueError(f"--max-panels must be at least 1, got {args.max_panels}")
+    if args.labels is not None and (args.labels.count(",") != 1 or not all(args.labels.split(","))):
+        raise ValueError(f"--labels must be two names separated by a comma, got {args.labels!r}")
     first, second = read_adapter(args.adapter1), read_adapter(args.adapter2)
     grids, dims, notes = subspace_by_module(select_modules(first.factors(), args.modules),
                                             select_modules(second.factors(), args.modules), args.matrix)
@@ -115,7 +119,7 @@ def _subspace(args: argparse.Namespace) -> int:
     if args.plot:
         from lorakit.analysis.plots import plot_subspace
 
-        labels = (_name(args.adapter1), _name(args.adapter2))
+        labels = tuple(args.labels.split(",", 1)) if args.labels else (_name(args.adapter1), _name(args.adapter2))
         title = f"Subspace similarity φ(i, j) of {args.matrix}: {labels[0]} vs {labels[1]}"
         path = plot_subspace(grids, args.plot, dims=dims, title=title, labels=labels, max_panels=args.max_panels)
         _say(args, f"wrote {path}")
@@ -175,5 +179,9 @@ def load_base_model(name_or_path: str, adapter: AdapterFile) -> torch.nn.Module:
     return load_model_for_adapter(name_or_path, adapter).model
 
 
+GENERIC_NAMES = ("adapter", "best", "final")  # folders lorakit train writes: the run's folder names it better
+
+
 def _name(path: str) -> str:
-    return Path(path).name or str(path)
+    p = Path(path)
+    return (p.parent.name if p.name in GENERIC_NAMES and p.parent.name else p.name) or str(path)
