@@ -179,7 +179,7 @@ def load_base_model(name_or_path: str, adapter: AdapterFile) -> torch.nn.Module:
     return load_model_for_adapter(name_or_path, adapter).model
 
 
-GENERIC_NAMES = ("adapter", "best", "final")  # folders lorakit train writes: the run's folder names it better
+GENERIC_NAMES = ("adapter", "best")  # folders lorakit train writes: the run's folder names it better
 
 
 def _name(path: str) -> str:
