@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, markdown_table, write_results  # noqa: E402
-from sweep import RUNS  # noqa: E402
+from sweep import RUNS, saved_bytes  # noqa: E402
 
 
 def _load(name: str) -> list[dict]:
@@ -53,7 +53,7 @@ def compare(model: str, group: str, lines: list[dict]) -> list[dict]:
         if line["method"] in ("full", "base (zero-shot)"):
             continue
         m = _metrics(line)
-        saved = m.get("adapter_bytes") or m.get("model_bytes")
+        saved = saved_bytes(m)
         rows.append({
             "model": model, "data": group, "method": line["method"],
             "trainable_params": m["trainable_params"], "full_trainable_params": full_m["trainable_params"],

@@ -7,8 +7,8 @@ scored against all of its references (BLEU, NIST, ROUGE-L, chrF; greedy decoding
 
 Every row trains the same number of steps (batch 8); full fine-tuning is capped at that many steps
 too, and its wall time is reported beside the others. On 2 CPU cores shared with one other run, at the
-defaults (40 steps, 100 test MRs), a LoRA row takes 11-13 minutes, the full fine-tuning row about 25
-and the zero-shot row 2: the table is ≈ 1.5 hours. Rows are cached in runs/reproduce/ and resumable.
+defaults (40 steps, 100 test MRs), a LoRA row takes 9-11 minutes, the full fine-tuning row about 14
+and the zero-shot row 2: the table is ≈ 1 hour. Rows are cached in runs/reproduce/ and resumable.
 
     python benchmarks/reproduce/nlg.py [--steps 40] [--eval-limit 100]
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, write_results  # noqa: E402
-from sweep import Row, run_row  # noqa: E402
+from sweep import Row, run_row, saved_bytes, test_metrics  # noqa: E402
 
 # method -> (extra train arguments). LoRA at 5e-4 (the E2E run of the train issue reached BLEU 57 in
 # 50 steps with it); full fine-tuning at 5e-5, the usual rate for a model this size on a short schedule.
@@ -53,14 +53,14 @@ def train_rows(steps: int, eval_limit: int, threads: int) -> list[Row]:
 
 def summarise(row: Row, result: dict) -> dict:
     """One table line from a train row's metrics.json or an eval row's eval.json."""
-    scores = result.get("test") or result.get("metrics") or {}
+    scores = test_metrics(result)
     line = {"method": row.labels["method"], **{m: scores.get(m) for m in METRICS}, "command": row.command}
     if row.verb == "train":
         line.update({
             "trainable_params": result["trainable_params"], "trainable_percent": result["trainable_percent"],
             "steps": result["step"], "train_minutes": result["train_seconds"] / 60,
             "tokens_per_s": result["tokens_per_second"], "peak_memory_mb": result["peak_memory_mb"],
-            "saved_mb": (result.get("adapter_bytes") or result.get("model_bytes") or 0) / 2**20,
+            "saved_mb": saved_bytes(result) / 2**20,
             "run": row.key,
         })
     else:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, write_results  # noqa: E402
-from sweep import Row, main_metric, mean_std, run_row  # noqa: E402
+from sweep import Row, main_metric, mean_std, run_row, saved_bytes  # noqa: E402
 
 METHODS = {
     "full": ("--full", "--lr", "5e-5"),
@@ -69,7 +69,7 @@ def summarise(rows: list[Row], results: list[dict | None]) -> list[dict]:
             "trainable_percent": first["trainable_percent"],
             "tokens_per_s": sum(m["tokens_per_second"] for _, m in runs) / len(runs),
             "peak_memory_mb": max(m["peak_memory_mb"] for _, m in runs),
-            "saved_mb": (first.get("adapter_bytes") or first.get("model_bytes") or 0) / 2**20,
+            "saved_mb": saved_bytes(first) / 2**20,
             "commands": [r.command for r, _ in runs], "runs": [r.key for r, _ in runs],
         })
     for line in table:  # points above (+) or below (-) full fine-tuning on the same data set

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS  # noqa: E402
-from sweep import REPO, RUNS  # noqa: E402
+from sweep import REPO, RUNS, main_metric  # noqa: E402
 
 ADAPTERS = REPO / "adapters"
 MAX_BYTES = 2 * 2**20  # "well under 2 MB": larger adapters (all-linear on smollm2) are not published
@@ -58,19 +58,13 @@ def candidates() -> list[tuple[str, str, str, dict]]:
     return out
 
 
-def score(metrics: dict) -> float:
-    """The figure a run is ranked by: test accuracy (%) or BLEU."""
-    test = metrics["test"]
-    return 100 * test["accuracy"] if "accuracy" in test else test["bleu"]
-
-
 def best_runs() -> dict[tuple[str, str], tuple[str, dict]]:
     """(model, data) -> the best publishable run."""
     best: dict[tuple[str, str], tuple[str, dict]] = {}
     for model, data, key, metrics in candidates():
         if metrics["adapter_bytes"] > MAX_BYTES:
             continue
-        if (model, data) not in best or score(metrics) > score(best[(model, data)][1]):
+        if (model, data) not in best or main_metric(metrics) > main_metric(best[(model, data)][1]):
             best[(model, data)] = (key, metrics)
     return best
 
@@ -166,7 +160,7 @@ def publish(model: str, data: str, key: str, metrics: dict, eval_limit: int) -> 
             raise SystemExit(f"{model}/{data}: lorakit eval gives {name} {reproduced.get(name)} but the "
                              f"training run reported {value}")
     (folder / "README.md").write_text(card(model, data, key, metrics, " ".join(args), reproduced), encoding="utf-8")
-    print(f"published {folder.relative_to(REPO)} ({key}: {score(metrics):.2f})", flush=True)
+    print(f"published {folder.relative_to(REPO)} ({key}: {main_metric(metrics):.2f})", flush=True)
 
 
 def main() -> None:

@@ -132,9 +132,19 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def test_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """The report's metrics of a row: ``test`` of a train row's metrics.json, ``metrics`` of an eval.json."""
+    return result.get("test") or result.get("metrics") or {}
+
+
 def main_metric(metrics: dict[str, Any]) -> float | None:
     """Accuracy for classification rows, BLEU for generation rows (in percent)."""
-    test = metrics.get("test") or metrics.get("metrics") or {}  # train rows / eval rows
+    test = test_metrics(metrics)
     if "accuracy" in test:
         return 100.0 * test["accuracy"]
     return test.get("bleu")
+
+
+def saved_bytes(metrics: dict[str, Any]) -> int:
+    """Bytes a training run saved: its adapter file (LoRA) or its whole model's weights (full, BitFit)."""
+    return metrics.get("adapter_bytes") or metrics.get("model_bytes") or 0
