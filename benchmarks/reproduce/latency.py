@@ -77,8 +77,8 @@ def measure(name: str, reps: int, shapes: tuple[tuple[int, int], ...] = SHAPES, 
                     samples[key].append(time.perf_counter() - start)
         for key, times in samples.items():
             med = statistics.median(times)
-            ratio = statistics.median(t / b for t, b in zip(times, samples["base"], strict=True))
-            spread = statistics.quantiles([t / b for t, b in zip(times, samples["base"], strict=True)], n=4)
+            ratios = [t / b for t, b in zip(times, samples["base"], strict=True)]  # per round
+            ratio, spread = statistics.median(ratios), statistics.quantiles(ratios, n=4)
             rows.append({"model": name, "batch": batch, "seq": seq, "variant": key, "median_ms": 1000 * med,
                          "ratio_to_base": ratio, "ratio_q1": spread[0], "ratio_q3": spread[2], "rounds": rounds})
             print(f"{name} {batch}x{seq} {key:<22} {1000 * med:9.1f} ms  x{ratio:.3f} "

@@ -38,7 +38,7 @@ def _load(name: str) -> list[dict]:
 
 def _metrics(line: dict) -> dict:
     """The metrics.json of a table line's (first) run, under runs/reproduce/."""
-    key = line["runs"][0] if "runs" in line else line["run"]
+    key = line["runs"][0]
     return json.loads((RUNS / key / "metrics.json").read_text())
 
 

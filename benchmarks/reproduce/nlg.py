@@ -54,14 +54,15 @@ def train_rows(steps: int, eval_limit: int, threads: int) -> list[Row]:
 def summarise(row: Row, result: dict) -> dict:
     """One table line from a train row's metrics.json or an eval row's eval.json."""
     scores = test_metrics(result)
-    line = {"method": row.labels["method"], **{m: scores.get(m) for m in METRICS}, "command": row.command}
+    # runs / commands: lists, as in nlu.py's table (there a line can average several seeds)
+    line = {"method": row.labels["method"], **{m: scores.get(m) for m in METRICS}, "commands": [row.command],
+            "runs": [row.key]}
     if row.verb == "train":
         line.update({
             "trainable_params": result["trainable_params"], "trainable_percent": result["trainable_percent"],
             "steps": result["step"], "train_minutes": result["train_seconds"] / 60,
             "tokens_per_s": result["tokens_per_second"], "peak_memory_mb": result["peak_memory_mb"],
             "saved_mb": saved_bytes(result) / 2**20,
-            "run": row.key,
         })
     else:
         line.update({"trainable_params": 0, "trainable_percent": 0.0})

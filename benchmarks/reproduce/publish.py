@@ -7,7 +7,7 @@ with ``lorakit eval`` exactly as the card tells a reader to, and writes the card
 training command, metrics, size) beside the files. The re-evaluation must reproduce the training run's
 own figure; a mismatch is reported and stops the script.
 
-Time: about 30 s per minilm adapter and 5 minutes for the E2E one (100 test MRs generated).
+Time: about 30 s per minilm adapter and 2 minutes for the E2E one (100 test MRs generated).
 
     python benchmarks/reproduce/publish.py [--eval-limit 100]
 """
@@ -51,8 +51,7 @@ def candidates() -> list[tuple[str, str, str, dict]]:
         for line in json.loads(path.read_text())["table"]:
             if not line["method"].startswith("lora"):
                 continue
-            keys, commands = (line["runs"], line["commands"]) if "runs" in line else ([line["run"]], [line["command"]])
-            for key, command in zip(keys, commands, strict=True):
+            for key, command in zip(line["runs"], line["commands"], strict=True):
                 metrics = json.loads((RUNS / key / "metrics.json").read_text())
                 out.append((model, metrics["data"], key, {**metrics, "command": command}))
     return out
