@@ -5,21 +5,18 @@ layout, merge them away, analyse them and serve many of them over one base model
 """
 
 from lorakit.core import (
-    AdapterConfig,
     LoraLayer,
     LoraSpec,
     disabled,
     inject,
-    load_adapter,
     mark_trainable,
     merge,
     parameter_report,
-    read_adapter,
-    save_adapter,
     select_targets,
     unload,
     unmerge,
 )
+from lorakit.io import AdapterConfig, load_adapter, read_adapter, save_adapter
 
 __version__ = "0.1.0"
 

@@ -116,7 +116,7 @@ CASES: list[MismatchCase] = [
     MismatchCase("slices", "lorakit.slices asks for 5 slices of a 32-output layer",
                  lambda c, t: (_cfg(c, lorakit={"slices": {"model.layers.0.self_attn.q_proj":
                                                             {"n": 5, "selected": [0], "r": 4, "alpha": 8}}}), t)),
-    MismatchCase("config", "use_dora=true (math lorakit does not implement)", lambda c, t: (_cfg(c, use_dora=True), t)),
+    MismatchCase("config", "use_dora=true but the file holds no magnitude vectors", lambda c, t: (_cfg(c, use_dora=True), t)),
     MismatchCase("config", "written by a newer lorakit (format_version 2)",
                  lambda c, t: (_cfg(c, lorakit={"format_version": 2}), t)),
     MismatchCase("model state", "the model already holds an adapter", lambda c, t: (c.to_json(), t), _inject_other),

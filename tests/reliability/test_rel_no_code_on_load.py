@@ -22,7 +22,7 @@ import torch
 
 import lorakit
 from lorakit.core import lora_layers, read_adapter
-from lorakit.core.storage import PICKLE_SUFFIXES
+from lorakit.io import PICKLE_SUFFIXES
 from tests.conftest import save_tiny_folder, tiny_llama
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "lorakit"

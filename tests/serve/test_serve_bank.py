@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import lorakit
-from lorakit.core.storage import read_adapter, write_adapter
+from lorakit.io import read_adapter, write_adapter
 from lorakit.serve import AdapterBank, AdapterFolder, AdapterNotFound, BankFull, check_name
 from lorakit.serve.lora_batch import BankLinear
 from tests.conftest import tiny_bert, tiny_llama

@@ -1,6 +1,6 @@
 """The analyses applied module by module to whole adapters (``{module path: factors}``).
 
-Still pure: dicts of factors (``lorakit.core.LoraFactors`` or anything with ``A``, ``B``,
+Still pure: dicts of factors (``lorakit.io.LoraFactors`` or anything with ``A``, ``B``,
 ``scaling``) and adapter files in; dicts of results, a new config and tensors out. Where something
 is worth telling the user (a module only one adapter has, a stripped path prefix) it is returned as
 a note, never printed here.
@@ -23,13 +23,12 @@ from lorakit.analysis.amplification import Amplification, amplification
 from lorakit.analysis.lowrank import as_matrix
 from lorakit.analysis.spectrum import Spectrum, spectrum_from_factors
 from lorakit.analysis.subspace import Matrix, phi_grid, subspace_dim
-from lorakit.core.registry import kind_for
+from lorakit.core.registry import delta_matrix, factor_names, kind_for
 from lorakit.core.state import peft_key
-from lorakit.core.storage import AdapterConfig, AdapterFile
+from lorakit.io import AdapterConfig, AdapterFile
 
 F = TypeVar("F")
-# PEFT's tensor names per factor kind (what LoraFactors.kind says).
-_PEFT_NAMES = {"linear": ("lora_A.weight", "lora_B.weight"), "embedding": ("lora_embedding_A", "lora_embedding_B")}
+_LINEAR_NAMES = ("lora_A.weight", "lora_B.weight")
 
 
 def select_modules(factors: Mapping[str, F], pattern: str | None) -> dict[str, F]:
@@ -94,7 +93,7 @@ def base_matrix(module: nn.Module) -> Tensor:
     if not isinstance(weight, Tensor):
         raise ValueError(f"{type(module).__name__} has no weight tensor")
     kind = kind_for(module)
-    return weight.T if kind is not None and kind.name in ("hf_conv1d", "embedding") else as_matrix(weight)
+    return kind.matrix(weight) if kind is not None else as_matrix(weight)
 
 
 def amplification_by_module(
@@ -106,7 +105,7 @@ def amplification_by_module(
         found, module = resolve_module(model, path)
         if found != path:
             notes.append(f"{path}: not in the model; used {found}")
-        delta = as_matrix(f.B).to(torch.float64) @ as_matrix(f.A).to(torch.float64) * f.scaling
+        delta = delta_matrix(f.A.to(torch.float64), f.B.to(torch.float64)) * f.scaling
         try:
             results[path] = amplification(base_matrix(module), delta, rank=as_matrix(f.A).shape[0],
                                           n_random=n_random, seed=seed)
@@ -146,6 +145,8 @@ def combine_adapter_files(
     if saved_from is not None and not 0 <= saved_from < len(adapters):
         raise ValueError(f"saved_from must index one of the {len(adapters)} adapters, got {saved_from}")
     factors = [a.factors() for a in adapters]
+    if any(getattr(f, "magnitude", None) is not None for fs in factors for f in fs.values()):
+        raise ValueError("cannot combine DoRA adapters: their update is not s·B·A alone (merge them instead)")
     kinds = _kinds(factors)
     pairs = combine_modules(factors, weights, method=method, rank=rank)
     exact = pairs if method == "concat" else combine_modules(factors, weights, method="concat")
@@ -156,10 +157,9 @@ def combine_adapter_files(
         kept[path] = float(energy[min(r_out, energy.numel()) - 1]) if energy[-1] > 0 else 1.0
     tensors: dict[str, Tensor] = {}
     for path, (A, B) in pairs.items():
-        names = _PEFT_NAMES[kinds[path]]
-        tensors[peft_key(path, "lora_A", names)] = A
-        tensors[peft_key(path, "lora_B", names)] = B
-    lora_keys = {peft_key(p, w, _PEFT_NAMES[kinds[p]]) for fs in factors for p in fs for w in ("lora_A", "lora_B")}
+        tensors[peft_key(path, "lora_A", kinds[path])] = A
+        tensors[peft_key(path, "lora_B", kinds[path])] = B
+    lora_keys = {peft_key(p, w, kinds[p]) for fs in factors for p in fs for w in ("lora_A", "lora_B")}
     extras, source_cfg = _extra_tensors(adapters, lora_keys, saved_from)
     tensors.update(extras)
     ranks = {path: A.shape[0] for path, (A, _) in pairs.items()}
@@ -178,15 +178,16 @@ def combine_adapter_files(
     return CombinedAdapter(config, tensors, kept, tuple(notes))
 
 
-def _kinds(factors: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    kinds: dict[str, str] = {}
+def _kinds(factors: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
+    """Each module's PEFT tensor names (which tell a linear pair from an embedding pair)."""
+    kinds: dict[str, tuple[str, str]] = {}
     for fs in factors:
         for path, f in fs.items():
-            kind = getattr(f, "kind", "linear")
-            if kinds.setdefault(path, kind) != kind:
-                raise ValueError(f"module {path} is a {kinds[path]} layer in one adapter and {kind} in another")
-            if kind not in _PEFT_NAMES:
-                raise ValueError(f"module {path}: cannot combine factors of kind {kind!r}")
+            names = tuple(getattr(f, "names", _LINEAR_NAMES))
+            if kinds.setdefault(path, names) != names:
+                raise ValueError(f"module {path} is stored as {kinds[path]} in one adapter and {names} in another")
+            if names not in factor_names():
+                raise ValueError(f"module {path}: cannot combine factors stored as {names}")
     return kinds
 
 

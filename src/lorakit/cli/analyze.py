@@ -35,7 +35,7 @@ from lorakit.analysis.tables import (
     to_jsonable,
 )
 from lorakit.cli.common import print_table, write_json
-from lorakit.core import AdapterFile, read_adapter
+from lorakit.io import AdapterFile, read_adapter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

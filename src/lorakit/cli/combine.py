@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lorakit.analysis.adapters import combine_adapter_files
 from lorakit.cli.common import print_table
-from lorakit.core import read_adapter, write_adapter
+from lorakit.io import read_adapter, write_adapter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lorakit.core import AdapterFile, LoraSpec
+from lorakit.core import LoraSpec
+from lorakit.io import AdapterFile
 
 TASK_FOR_PEFT_TYPE = {"SEQ_CLS": "classify", "CAUSAL_LM": "generate"}
 _HEAD = re.compile(r"^base_model\.model\.(classifier|score)(\.out_proj)?\.weight$")

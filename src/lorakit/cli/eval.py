@@ -67,7 +67,7 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     dataset = load_dataset(args.data, args.split, args.data_root, seed=DATA_SPLIT_SEED, limit=args.limit)
     adapter = None
     if args.adapter:
-        from lorakit.core import read_adapter
+        from lorakit.io import read_adapter
 
         adapter = read_adapter(args.adapter)
         task = TASK_OF_PEFT.get(adapter.config.task_type or "", dataset.task)
@@ -79,7 +79,7 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
                         num_labels=dataset.num_labels if dataset.task == "classify" else None)
     model = loaded.model.to(resolve_device(args.device))
     if adapter is not None:
-        from lorakit.core import load_adapter
+        from lorakit.io import load_adapter
 
         load_adapter(model, adapter)
     started = time.perf_counter()

@@ -15,7 +15,8 @@ from lorakit.cli.common import (
     spec_from_args,
     write_json,
 )
-from lorakit.core import adapter_summary, load_adapter, parameter_report, read_adapter, select_targets
+from lorakit.core import parameter_report, select_targets
+from lorakit.io import adapter_summary, load_adapter, read_adapter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

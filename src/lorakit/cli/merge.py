@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from lorakit.cli.common import load_model_for_adapter
-from lorakit.core import load_adapter, read_adapter, unload
+from lorakit.core import unload
+from lorakit.io import load_adapter, read_adapter
 
 PROBE = "LoRA freezes the pretrained weights and learns a low-rank update."
 

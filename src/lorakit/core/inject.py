@@ -15,14 +15,16 @@ from torch import nn
 
 from lorakit.core.layers import LoraLayer
 from lorakit.core.registry import require_kind
-from lorakit.core.spec import LoraSpec
+from lorakit.core.spec import BIAS_MODES, LoraSpec
 from lorakit.core.targeting import Target, name_matches, select_targets
+from lorakit.core.variants import subtract_init, variant_for
 
 SPEC_ATTR = "lorakit_spec"
 TARGETS_ATTR = "lorakit_targets"
 
 
-def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+def replace_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    """Put ``module`` at ``path`` (a dotted module path) in ``model``."""
     parent_path, _, child = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, child, module)
@@ -37,45 +39,62 @@ def inject(model: nn.Module, spec: LoraSpec, targets: list[Target] | None = None
     """Wrap every module chosen by ``spec`` in a :class:`LoraLayer`, in place; freeze the rest.
 
     Returns the targets (the same list the dry run :func:`select_targets` gives); ``targets`` may be
-    given already resolved (a saved adapter does so). The model's outputs are unchanged until the
-    adapter trains, because B starts at zero.
+    given already resolved (a saved adapter does so). All or nothing: every layer is built before the
+    model changes, and a failure leaves the model as it was. The model's outputs are unchanged (B
+    starts at zero, or an SVD init's ``s·B0·A0`` is moved out of the base weight).
     """
     if lora_layers(model):
         raise ValueError("this model already holds LoRA layers: unload() it before injecting again")
     if targets is None:
         targets = select_targets(model, spec)
+    variant = variant_for(spec.dora)
+    layers = []
     for t in targets:
         base = model.get_submodule(t.path)
-        kind = require_kind(base, t.path)
-        layer = LoraLayer(
-            base, kind, t.rank, t.alpha, scaling=spec.scaling(t.r, t.alpha),
-            dropout=spec.dropout, init=spec.init, slices=t.slices,
-        )
-        _set_submodule(model, t.path, layer)
+        layers.append(LoraLayer(base, require_kind(base, t.path), t.rank, t.alpha, scaling=spec.scaling(t.r, t.alpha),
+                                dropout=spec.dropout, init=spec.init, slices=t.slices, variant=variant))
+    done: list[tuple[str, LoraLayer]] = []
+    try:
+        for t, layer in zip(targets, layers, strict=True):
+            replace_submodule(model, t.path, layer)
+            done.append((t.path, layer))
+        mark_trainable(model, bias=spec.bias, modules_to_save=spec.modules_to_save)
+    except BaseException:
+        for path, layer in done:
+            replace_submodule(model, path, layer.base)
+        raise
     setattr(model, SPEC_ATTR, spec)
     setattr(model, TARGETS_ATTR, targets)
-    mark_trainable(model, bias=spec.bias, modules_to_save=spec.modules_to_save)
+    for layer in layers:
+        subtract_init(layer)
     return targets
 
 
+def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Every adapter parameter (A, B, a variant's extras) by its name in ``model``."""
+    return {f"{path}.{name}": p for path, layer in lora_layers(model).items()
+            for name, p in layer.adapter_parameters().items()}
+
+
 def mark_trainable(model: nn.Module, bias: str = "none", modules_to_save: tuple[str, ...] = ()) -> None:
-    """Only LoRA factors train, plus biases per ``bias`` mode and the named modules in full."""
-    layers = lora_layers(model)
+    """Only adapter parameters train, plus biases per ``bias`` mode and the named modules in full."""
+    if bias not in BIAS_MODES:
+        raise ValueError(f"bias must be one of {', '.join(BIAS_MODES)}, got {bias!r}")
+    saved = {}
+    for pattern in modules_to_save:  # checked before any flag changes
+        saved[pattern] = [p for p, _ in model.named_modules() if p and name_matches(pattern, p)]
+        if not saved[pattern]:
+            raise ValueError(f"modules_to_save entry {pattern!r} matches no module")
+    adapter = {id(p) for p in adapter_parameters(model).values()}
     for name, param in model.named_parameters():
-        param.requires_grad = name.endswith((".lora_A", ".lora_B")) or name in ("lora_A", "lora_B")
-        if bias == "all" and name.endswith("bias"):
-            param.requires_grad = True
+        param.requires_grad = id(param) in adapter or (bias == "all" and name.rpartition(".")[2] == "bias")
     if bias == "lora_only":
-        for layer in layers.values():
+        for layer in lora_layers(model).values():
             if getattr(layer, "bias", None) is not None:
                 layer.bias.requires_grad = True
-    for pattern in modules_to_save:
-        hits = [p for p, _ in model.named_modules() if p and name_matches(pattern, p)]
-        if not hits:
-            raise ValueError(f"modules_to_save entry {pattern!r} matches no module")
-        for path in hits:
-            for param in model.get_submodule(path).parameters():
-                param.requires_grad = True
+    for path in (p for hits in saved.values() for p in hits):
+        for param in model.get_submodule(path).parameters():
+            param.requires_grad = True
 
 
 @dataclass(frozen=True)
@@ -97,16 +116,16 @@ class ParameterReport:
 
 def parameter_report(model: nn.Module) -> ParameterReport:
     """Total, trainable and LoRA parameter counts (shared tensors counted once)."""
+    adapter = {id(p) for p in adapter_parameters(model).values()}
     seen: set[int] = set()
     total = trainable = lora = 0
-    for name, p in model.named_parameters(remove_duplicate=False):
+    for _, p in model.named_parameters(remove_duplicate=False):
         if id(p) in seen:
             continue
         seen.add(id(p))
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
-        if name.endswith(("lora_A", "lora_B")):
-            lora += p.numel()
+        lora += p.numel() if id(p) in adapter else 0
     return ParameterReport(total, trainable, lora)
 
 
@@ -119,22 +138,12 @@ class MergeReport:
     max_rel_diff: float
 
 
-def _probe(layer: LoraLayer, generator: torch.Generator) -> torch.Tensor:
-    w = layer.weight
-    if layer.kind.name == "embedding":
-        return torch.randint(0, layer.base.num_embeddings, (4, 8), generator=generator).to(w.device)
-    if layer.kind.name in ("conv1d", "conv2d"):
-        size = [max(k, 5) for k in layer.base.kernel_size]
-        return torch.randn(2, layer.base.in_channels, *size, generator=generator).to(w)
-    return torch.randn(4, layer.kind.features(layer.base)[0], generator=generator).to(w)
-
-
 def merge(model: nn.Module) -> MergeReport:
-    """Fold ``s·B·A`` into each base weight. Computed in fp32; all-or-nothing.
+    """Fold each adapter into its base weight (the variant's merge). Computed in fp32; all-or-nothing.
 
-    Every ΔW is computed and checked for finiteness before any weight changes, so a bad adapter
-    never leaves a half-merged model. Each layer is probed with a random input before and after;
-    the report carries the largest absolute and relative output difference.
+    Every merged weight is computed and checked for finiteness before any weight changes, so a bad
+    adapter never leaves a half-merged model. Each layer is probed (in eval mode) with a random
+    input before and after; the report carries the largest absolute and relative output difference.
     """
     layers = [m for m in lora_layers(model).values() if not m.merged]
     owners: dict[int, int] = {}
@@ -144,23 +153,21 @@ def merge(model: nn.Module) -> MergeReport:
     if tied:
         # A tied weight (lm_head = input embeddings) would change both modules; refuse, don't surprise.
         raise ValueError(f"refusing to merge into tied weights of {', '.join(tied)}: untie them first")
-    deltas = []
     with torch.no_grad():
+        weights = []
         for layer in layers:
-            delta = layer.kind.delta_weight(layer.base, layer.lora_A.float(), layer.effective_B().float())
-            delta = delta * layer.scaling
-            if not torch.isfinite(delta).all():
+            merged = layer.variant.merged(layer, layer.weight.float())
+            if not torch.isfinite(merged).all():
                 raise ValueError(f"refusing to merge: the adapter's update is not finite in {type(layer.base).__name__}")
-            deltas.append(delta)
+            weights.append(merged)
         gen = torch.Generator().manual_seed(0)
         max_abs = max_rel = 0.0
-        for layer, delta in zip(layers, deltas, strict=True):
-            x = _probe(layer, gen)
+        for layer, merged in zip(layers, weights, strict=True):
+            x = layer.kind.probe(layer.base, gen)
             was_training = layer.training
             layer.eval()  # the probe must not see dropout
             before = layer(x).float()
-            merged = (layer.weight.float() + delta).to(layer.weight.dtype)
-            layer.weight.copy_(merged)
+            layer.weight.copy_(merged.to(layer.weight.dtype))
             layer.merged = True
             after = layer(x).float()
             layer.train(was_training)
@@ -171,13 +178,12 @@ def merge(model: nn.Module) -> MergeReport:
 
 
 def unmerge(model: nn.Module) -> int:
-    """Subtract ``s·B·A`` again from every merged layer; returns how many were unmerged."""
+    """Take every merged adapter out of its base weight again; returns how many were unmerged."""
     count = 0
     with torch.no_grad():
         for layer in lora_layers(model).values():
             if layer.merged:
-                delta = layer.kind.delta_weight(layer.base, layer.lora_A.float(), layer.effective_B().float())
-                layer.weight.copy_((layer.weight.float() - delta * layer.scaling).to(layer.weight.dtype))
+                layer.weight.copy_(layer.variant.unmerged(layer, layer.weight.float()).to(layer.weight.dtype))
                 layer.merged = False
                 count += 1
     return count
@@ -197,7 +203,7 @@ def unload(model: nn.Module, merge_first: bool = True) -> nn.Module:
         # Hand the (possibly moved or merged) parameters back to the base layer under their names.
         for name, _ in list(base.named_parameters(recurse=False)):
             setattr(base, name, getattr(layer, name))
-        _set_submodule(model, path, base)
+        replace_submodule(model, path, base)
     for attr in (SPEC_ATTR, TARGETS_ATTR):
         if hasattr(model, attr):
             delattr(model, attr)

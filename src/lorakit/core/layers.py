@@ -8,107 +8,134 @@
 
     h = W0·x + s·B·A·x,     s = alpha / r   (rsLoRA: alpha / √r)
 
-A starts random and B at zero, so a freshly injected model computes exactly the base model.
-The layer *owns* the base layer's parameters under their original names (``weight``, ``bias``), so
-a model's state dict keeps its keys and only ``lora_A`` / ``lora_B`` are added.
+A starts random and B at zero, so a freshly injected model computes exactly the base model. The
+layer *owns* the base layer's parameters under their original names (``weight``, ``bias``), so a
+model's state dict keeps its keys and only ``lora_A`` / ``lora_B`` are added. It asks its *kind*
+(registry) for the base forward, the LoRA path and the ΔW layout, and its *variant* (LoRA, DoRA)
+for what to compute from them.
+
+Dtype policy (a low-precision frozen base with fp32 masters A/B): when ``x`` is bf16/fp16 and A is
+fp32, the LoRA matmuls run in x's dtype on casts of A and B (small); x is never cast up (that would
+keep an fp32 copy of every activation for backward). The result is added to the base output in its
+dtype and gradients reach the fp32 A/B through the casts. On linear layers the path saves only
+``x`` (shared with the base), a bool dropout mask when dropout is on, and rank-sized tensors.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-from lorakit.core.registry import LayerKind
+from lorakit.core._torch import own_parameter
+from lorakit.core.registry import LayerKind, delta_matrix
+from lorakit.core.variants import LORA, Lora, init_factors
 
 
 class LoraLayer(nn.Module):
     """A base layer plus a rank-``r`` update; ``forward`` is the equation above."""
 
-    def __init__(
-        self,
-        base: nn.Module,
-        kind: LayerKind,
-        r: int,
-        alpha: float,
-        *,
-        scaling: float,
-        dropout: float = 0.0,
-        init: str = "kaiming",
-        slices: tuple[int, tuple[int, ...]] | None = None,
-    ) -> None:
+    def __init__(self, base: nn.Module, kind: LayerKind, r: int, alpha: float, *, scaling: float,
+                 dropout: float = 0.0, init: str = "kaiming", slices: tuple[int, tuple[int, ...]] | None = None,
+                 variant: Lora = LORA) -> None:
         super().__init__()
         adopt_base(self, base)
-        self.kind = kind
-        self.r = r
-        self.alpha = alpha
-        self.scaling = scaling
-        self.slices = slices
+        self.kind, self.variant = kind, variant
+        self.r, self.alpha, self.scaling, self.dropout, self.slices = r, alpha, scaling, dropout, slices
         a_shape, b_shape = kind.factor_shapes(base, r)
         ref = base.weight
-        self.lora_A = nn.Parameter(torch.empty(a_shape, dtype=ref.dtype, device=ref.device))
-        self.lora_B = nn.Parameter(torch.zeros(b_shape, dtype=ref.dtype, device=ref.device))
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        dtype = ref.dtype if ref.is_floating_point() else torch.float32
+        self.lora_A = nn.Parameter(torch.empty(a_shape, dtype=dtype, device=ref.device))
+        self.lora_B = nn.Parameter(torch.zeros(b_shape, dtype=dtype, device=ref.device))
         if slices is not None:
-            self.register_buffer("lora_mask", slice_mask(b_shape, slices, ref.device, ref.dtype), persistent=False)
+            self.register_buffer("lora_mask", slice_mask(b_shape, slices, ref.device, dtype), persistent=False)
         else:
             self.lora_mask = None
         self.merged = False
         self.disabled = False
-        self.reset_lora(init)
+        init_factors(self, init)
+        variant.setup(self)
+        self.train(base.training)  # a layer wrapped in eval mode must not start dropping out
 
     def reset_lora(self, init: str = "kaiming") -> None:
-        """Re-initialise: A random (Kaiming-uniform like nn.Linear, or N(0, 1/r)), B zero."""
-        with torch.no_grad():
-            if init == "gaussian":
-                nn.init.normal_(self.lora_A, std=1.0 / self.r)
-            else:
-                nn.init.kaiming_uniform_(self.lora_A.view(self.lora_A.shape[0], -1), a=math.sqrt(5))
-            self.lora_B.zero_()
+        """Re-initialise A and B (``init`` as in :class:`~lorakit.core.spec.LoraSpec`)."""
+        init_factors(self, init)
 
     def effective_B(self) -> Tensor:
         """B with the fused-projection mask applied (rows of un-adapted slices stay zero)."""
         return self.lora_B if self.lora_mask is None else self.lora_B * self.lora_mask
 
+    def adapter_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters this adapter trains, by attribute name (A, B and the variant's extras)."""
+        names = ("lora_A", "lora_B", *self.variant.params)
+        return {n: getattr(self, n) for n in names}
+
+    def file_tensors(self) -> dict[str, Tensor]:
+        """Tensors to save by PEFT file name; an SVD-initialised adapter relative to the original base."""
+        A, B = self.lora_A, self.effective_B()
+        if getattr(self, "lora_A0", None) is not None:  # ΔW = s·(B·A − B0·A0) = s·[B, −B0]·[A; A0]
+            A, B = torch.cat([A, self.lora_A0]), torch.cat([B, -self.lora_B0], dim=1)
+        out = dict(zip(self.kind.names, (A, B), strict=True))
+        out.update({file: getattr(self, attr) for attr, file in self.variant.params.items()})
+        return out
+
+    def live_tensors(self) -> dict[str, Tensor]:
+        """The parameters a saved adapter loads into, by PEFT file name (B unmasked)."""
+        out = dict(zip(self.kind.names, (self.lora_A, self.lora_B), strict=True))
+        out.update({file: getattr(self, attr) for attr, file in self.variant.params.items()})
+        return out
+
+    def lora_delta(self) -> Tensor:
+        """``s·B·A`` laid out like the base weight, in float32."""
+        return self.kind.layout(delta_matrix(self.lora_A.float(), self.effective_B().float()) * self.scaling, self.base)
+
     def delta_weight(self) -> Tensor:
-        """``s·B·A`` laid out like the base weight, in the adapter's dtype."""
-        return self.kind.delta_weight(self.base, self.lora_A, self.effective_B()) * self.scaling
+        """What :func:`~lorakit.core.inject.merge` adds to the base weight (float32, its layout)."""
+        weight = self.weight.float()
+        return self.variant.merged(self, weight) - weight
+
+    def lora_path(self, x: Tensor, dropout: bool = True) -> Tensor:
+        """``s·B·A·dropout(x)`` (see the dtype policy in the module docstring)."""
+        A, B = self.lora_A, self.effective_B()
+        if x.is_floating_point() and x.dtype != A.dtype:
+            A, B = A.to(x.dtype), B.to(x.dtype)
+        p = self.dropout if dropout else 0.0
+        return self.kind.lora_forward(self, x, A, B, p, self.training) * self.scaling
 
     def forward(self, x: Tensor) -> Tensor:
-        """``W0·x + s·B·A·dropout(x)``; the base path only while merged or disabled."""
+        """``W0·x + s·B·A·dropout(x)`` (or the variant's form); the base path only while merged or disabled."""
         out = self.kind.base_forward(self, x)
         if self.merged or self.disabled:
             return out
-        A = self.lora_A
-        inp = x if x.dtype in (torch.long, torch.int) else self.lora_dropout(x).to(A.dtype)
-        delta = self.kind.lora_forward(self, inp, A, self.effective_B())
-        return out + (delta * self.scaling).to(out.dtype)
+        return self.variant.forward(self, x, out)
 
     def __getattr__(self, name: str):
-        # Attributes the model code reads from the layer it knows (in_features, padding_idx, ...)
-        # resolve on the wrapped base layer.
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(object.__getattribute__(self, "base"), name)
+        return base_getattr(self, name)
 
     def extra_repr(self) -> str:
         """Shown by ``print(model)``."""
         extra = f", slices={self.slices}" if self.slices else ""
-        return f"{self.kind.name}, base={type(self.base).__name__}, r={self.r}, alpha={self.alpha:g}{extra}"
+        variant = "" if self.variant is LORA else f", {self.variant.name}"
+        return f"{self.kind.name}, base={type(self.base).__name__}, r={self.r}, alpha={self.alpha:g}{variant}{extra}"
 
 
 def adopt_base(wrapper: nn.Module, base: nn.Module) -> None:
     """Keep ``base`` out of ``wrapper``'s module tree and register its parameters on ``wrapper``.
 
     The state dict then keeps the base layer's own names (``weight``, ``bias``); unload hands the
-    parameters back. Direct insertion, because ``register_parameter`` would see the names on the
-    base through a wrapper's ``__getattr__`` fallback.
+    parameters back.
     """
     object.__setattr__(wrapper, "base", base)
     for name, param in base.named_parameters(recurse=False):
-        wrapper._parameters[name] = param
+        own_parameter(wrapper, name, param)
+
+
+def base_getattr(wrapper: nn.Module, name: str):
+    """``__getattr__`` of a wrapper: attributes model code reads from the layer it knows
+    (``in_features``, ``padding_idx``, ...) resolve on the wrapped base layer."""
+    try:
+        return nn.Module.__getattr__(wrapper, name)
+    except AttributeError:
+        return getattr(object.__getattribute__(wrapper, "base"), name)
 
 
 def slice_mask(b_shape: tuple[int, ...], slices: tuple[int, tuple[int, ...]], device, dtype) -> Tensor:

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
-INITS = ("kaiming", "gaussian")
+from lorakit.core.variants import INITS, SVD_INITS
+
 BIAS_MODES = ("none", "all", "lora_only")
 
 
@@ -50,8 +51,11 @@ class LoraSpec:
     targets: tuple[str, ...] = ("qv",)
     # Only adapt modules inside these layer indices (the first integer in a module's path).
     layers: tuple[int, ...] | None = None
-    # Initialisation of A ("kaiming": Kaiming-uniform as nn.Linear; "gaussian": N(0, 1/r)); B is zero.
+    # Initialisation: A Kaiming-uniform as nn.Linear ("kaiming") or N(0, 1/r) ("gaussian") with B zero;
+    # or A, B from W0's top-r SVD ("pissa") / QR ("olora"), moved out of W0 (saved relative to the original W0).
     init: str = "kaiming"
+    # DoRA: a trained magnitude per output row times the normalised direction W0 + s·B·A.
+    dora: bool = False
     # rsLoRA scaling alpha / sqrt(r), which keeps the update's scale stable as r grows.
     rslora: bool = False
     # Which biases train: "none", "all" (every bias of the model) or "lora_only" (adapted layers).
@@ -84,6 +88,9 @@ class LoraSpec:
             raise ValueError(f"targets must be a non-empty list of non-empty strings, got {self.targets!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.dora and self.init in SVD_INITS:
+            raise ValueError(f"init={self.init!r} cannot be combined with dora: its saved adapter is only an ordinary "
+                             "LoRA relative to the original base")
         if self.bias not in BIAS_MODES:
             raise ValueError(f"bias must be one of {', '.join(BIAS_MODES)}, got {self.bias!r}")
         if self.layers is not None and any(i < 0 for i in self.layers):

@@ -1,16 +1,16 @@
 """Adapter tensors <-> model, under PEFT's key names, with exact key sets and readable errors.
 
-Keys are derived from the registry (``base_model.model.<path>.lora_A.weight``, or
-``lora_embedding_A`` for embeddings), never found by substring tests.
+Keys are derived from the registry and the variant (``base_model.model.<path>.lora_A.weight``,
+``lora_embedding_A`` for embeddings, ``lora_magnitude_vector`` for DoRA), never found by substring
+tests. :func:`check_tensors` is the one validation of adapter tensors (serve uses it too).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from lorakit.core._torch import foreach_norm
 from lorakit.core.inject import lora_layers
 from lorakit.core.targeting import name_matches
 
@@ -23,69 +23,30 @@ def peft_key(module_path: str, which: str, kind_names: tuple[str, str] = ("lora_
     return f"{PEFT_PREFIX}{module_path}.{name}"
 
 
-@dataclass(frozen=True)
-class LoraFactors:
-    """The A/B pair of one adapted module, as stored, with its scaling."""
-
-    A: Tensor
-    B: Tensor
-    scaling: float
-    kind: str = "linear"
-
-    @property
-    def rank(self) -> int:
-        """Rank of the stored pair."""
-        return self.A.shape[0]
-
-    def delta_weight(self) -> Tensor:
-        """``s·B·A`` as a 2-D (out, in) matrix (conv kernels flattened), in float32."""
-        r = self.A.shape[0]
-        B = self.B.reshape(self.B.shape[0], r).float()
-        return (B @ self.A.reshape(r, -1).float()) * self.scaling
-
-
-def _saved_module_paths(model: nn.Module, modules_to_save: tuple[str, ...]) -> list[str]:
-    return [p for p, _ in model.named_modules() if p and any(name_matches(m, p) for m in modules_to_save)]
-
-
-def adapter_state_dict(model: nn.Module, bias: str = "none", modules_to_save: tuple[str, ...] = ()) -> dict[str, Tensor]:
-    """Everything the adapter file holds: A/B of each LoRA layer, trained biases, saved modules."""
+def _tensors(model: nn.Module, bias: str, modules_to_save: tuple[str, ...], export: bool) -> dict[str, Tensor]:
+    """Key -> tensor: what a file holds (``export``) or the live tensor each key loads into."""
     out: dict[str, Tensor] = {}
     layers = lora_layers(model)
     for path, layer in layers.items():
-        out[peft_key(path, "lora_A", layer.kind.peft_names)] = layer.lora_A
-        out[peft_key(path, "lora_B", layer.kind.peft_names)] = layer.effective_B()
+        for name, tensor in (layer.file_tensors() if export else layer.live_tensors()).items():
+            out[f"{PEFT_PREFIX}{path}.{name}"] = tensor
         if bias in ("all", "lora_only") and getattr(layer, "bias", None) is not None:
             # PEFT keeps the wrapped layer under ".base_layer", and so names its bias.
             out[f"{PEFT_PREFIX}{path}.base_layer.bias"] = layer.bias
     if bias == "all":
         for name, param in model.named_parameters():
-            owner = name.rpartition(".")[0]
-            if name.endswith("bias") and owner not in layers:
+            if name.rpartition(".")[2] == "bias" and name.rpartition(".")[0] not in layers:
                 out[f"{PEFT_PREFIX}{name}"] = param
-    for path in _saved_module_paths(model, modules_to_save):
+    saved = [p for p, _ in model.named_modules() if p and any(name_matches(m, p) for m in modules_to_save)]
+    for path in saved:
         for name, param in model.get_submodule(path).named_parameters():
             out[f"{PEFT_PREFIX}{path}.{name}"] = param
-    return {k: v.detach().contiguous() for k, v in out.items()}
+    return out
 
 
-def _named_targets(model: nn.Module, bias: str, modules_to_save: tuple[str, ...]) -> dict[str, Tensor]:
-    """Key -> the live tensor each key loads into (for B: the raw parameter)."""
-    live: dict[str, Tensor] = {}
-    layers = lora_layers(model)
-    for path, layer in layers.items():
-        live[peft_key(path, "lora_A", layer.kind.peft_names)] = layer.lora_A
-        live[peft_key(path, "lora_B", layer.kind.peft_names)] = layer.lora_B
-        if bias in ("all", "lora_only") and getattr(layer, "bias", None) is not None:
-            live[f"{PEFT_PREFIX}{path}.base_layer.bias"] = layer.bias
-    if bias == "all":
-        for name, param in model.named_parameters():
-            if name.endswith("bias") and name.rpartition(".")[0] not in layers:
-                live[f"{PEFT_PREFIX}{name}"] = param
-    for path in _saved_module_paths(model, modules_to_save):
-        for name, param in model.get_submodule(path).named_parameters():
-            live[f"{PEFT_PREFIX}{path}.{name}"] = param
-    return live
+def adapter_state_dict(model: nn.Module, bias: str = "none", modules_to_save: tuple[str, ...] = ()) -> dict[str, Tensor]:
+    """Everything the adapter file holds: each LoRA layer's tensors, trained biases, saved modules."""
+    return {k: v.detach().contiguous() for k, v in _tensors(model, bias, modules_to_save, export=True).items()}
 
 
 def _listing(title: str, items: list[str], limit: int = 8) -> str:
@@ -94,36 +55,35 @@ def _listing(title: str, items: list[str], limit: int = 8) -> str:
     return f"{title} ({len(items)}): {shown}{more}"
 
 
+def check_tensors(tensors: dict[str, Tensor], expected: dict[str, tuple[int, ...]], what: str = "adapter") -> None:
+    """Raise one ``ValueError`` listing every missing, unexpected, mis-shaped, non-float and
+    non-finite tensor of ``tensors`` against ``expected`` (key -> shape)."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [f"{k} (file {tuple(tensors[k].shape)}, model {tuple(expected[k])})"
+              for k in sorted(set(expected) & set(tensors)) if tuple(tensors[k].shape) != tuple(expected[k])]
+    dtypes = [f"{k} ({v.dtype})" for k, v in tensors.items() if k in expected and not v.is_floating_point()]
+    problems = [_listing(title, items) for title, items in
+                (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes),
+                 ("not floating point", dtypes)) if items]
+    if problems:
+        raise ValueError(f"{what} does not fit this model: " + "; ".join(problems))
+    # One fused norm over every tensor: finite unless some value is NaN/Inf (or so large that the
+    # norm overflows; only then is each tensor checked exactly, in float32 for 1-byte floats).
+    keys = list(expected)
+    norms = torch.stack(foreach_norm([tensors[k].float() for k in keys])) if keys else torch.zeros(0)
+    suspects = [] if torch.isfinite(norms).all() else [k for k, n in zip(keys, norms, strict=True) if not torch.isfinite(n)]
+    bad = [k for k in suspects if not torch.isfinite(tensors[k].float()).all()]
+    if bad:
+        raise ValueError(f"{what} holds non-finite values (NaN/Inf): " + _listing("tensors", bad))
+
+
 def check_adapter_state(model: nn.Module, tensors: dict[str, Tensor], bias: str = "none",
                         modules_to_save: tuple[str, ...] = ()) -> dict[str, Tensor]:
-    """Validate ``tensors`` against the injected model; return the live tensor for each key.
-
-    Raises ``ValueError`` listing missing, unexpected and mis-shaped entries, non-float dtypes and
-    non-finite values, so a user sees every problem at once.
-    """
-    live = _named_targets(model, bias, modules_to_save)
-    missing = sorted(set(live) - set(tensors))
-    unexpected = sorted(set(tensors) - set(live))
-    mismatched = [
-        f"{k} (file {tuple(tensors[k].shape)}, model {tuple(live[k].shape)})"
-        for k in sorted(set(live) & set(tensors)) if tuple(tensors[k].shape) != tuple(live[k].shape)
-    ]
-    bad_dtype = [f"{k} ({v.dtype})" for k, v in tensors.items() if k in live and not v.is_floating_point()]
-    problems = []
-    if missing:
-        problems.append(_listing("missing", missing))
-    if unexpected:
-        problems.append(_listing("unexpected", unexpected))
-    if mismatched:
-        problems.append(_listing("shape mismatch", mismatched))
-    if bad_dtype:
-        problems.append(_listing("not floating point", bad_dtype))
-    if problems:
-        raise ValueError("adapter does not fit this model: " + "; ".join(problems))
-    # torch has no isfinite for 1-byte floats (float8_e4m3fn): check those in float32.
-    nonfinite = [k for k, v in tensors.items() if not torch.isfinite(v.float() if v.element_size() == 1 else v).all()]
-    if nonfinite:
-        raise ValueError("adapter holds non-finite values (NaN/Inf): " + _listing("tensors", nonfinite))
+    """Validate ``tensors`` against the injected model (:func:`check_tensors`); return the live
+    tensor for each key."""
+    live = _tensors(model, bias, modules_to_save, export=False)
+    check_tensors(tensors, {k: tuple(v.shape) for k, v in live.items()}, "adapter")
     return live
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from lorakit.core.registry import kind_for, require_kind, supported_types
 from lorakit.core.spec import LoraSpec
+from lorakit.core.variants import SVD_INITS, variant_for
 
 # Presets list module-name suffixes across model families. BERT's "output.dense" names both the
 # attention output and the FFN output, so the attention one is spelled with its parent.
@@ -105,7 +106,8 @@ def layer_index(path: str) -> int | None:
     return None
 
 
-def _override(patterns, path: str, default):
+def override(patterns, path: str, default):
+    """The value of the first pattern matching ``path`` (rank/alpha patterns), else ``default``."""
     for pattern, value in patterns.items():
         if name_matches(pattern, path):
             return value
@@ -157,13 +159,19 @@ def select_targets(model: nn.Module, spec: LoraSpec) -> list[Target]:
         module = modules[path]
         kind = require_kind(module, path)
         slices = chosen[path]
-        if slices is not None and not kind.sliceable:
-            raise ValueError(f"slices are only supported on linear layers, not on {path!r} ({kind.name})")
+        kind.check(module, path)
+        needs = set(variant_for(spec.dora).requires) | ({"svd-init"} if spec.init in SVD_INITS else set())
+        needs |= {"slices"} if slices is not None else set()
+        if needs - kind.supports:
+            raise ValueError(f"cannot adapt {path!r} ({kind.name}): {', '.join(sorted(needs - kind.supports))} "
+                             f"not supported on this layer kind")
+        if slices is not None and spec.init in SVD_INITS:
+            raise ValueError(f"init={spec.init!r} cannot adapt slices of a fused projection ({path!r})")
         d_in, d_out = kind.features(module)
         if slices is not None and d_out % slices[0]:
             raise ValueError(f"{path!r}: {d_out} output features do not split into {slices[0]} slices")
-        r = int(_override(spec.rank_pattern, path, spec.r))
-        alpha = float(_override(spec.alpha_pattern, path, spec.alpha))
+        r = int(override(spec.rank_pattern, path, spec.r))
+        alpha = float(override(spec.alpha_pattern, path, spec.alpha))
         targets.append(Target(path, kind.name, d_in, d_out, r, alpha, slices))
     return targets
 
@@ -179,7 +187,7 @@ def _resolve_one(model, modules, target, spec, saved) -> list[tuple[str, tuple |
         return [
             (p, None) for p, m in modules.items()
             if p and allowed(p) and not _is_inside(p, heads)
-            and kind_for(m) is not None and kind_for(m).name in ("linear", "hf_conv1d")
+            and kind_for(m) is not None and "all-linear" in kind_for(m).supports
         ]
     if target in PRESETS:
         hits: list[tuple[str, tuple | None]] = []

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lorakit.core import read_adapter
+from lorakit.io import read_adapter
 from lorakit.serve.bank import AdapterBank, BankFull, LoadedAdapter
 from lorakit.serve.engine import Engine, GenerationRequest, QueueFull, RequestUpdate
 from lorakit.serve.folder import AdapterFolder, AdapterNotFound, check_name

@@ -29,8 +29,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lorakit.core import AdapterFile, read_adapter
+from lorakit.core.inject import replace_submodule
 from lorakit.core.registry import kind_for
+from lorakit.io import AdapterFile, read_adapter
 from lorakit.serve.folder import check_name
 from lorakit.serve.lora_batch import BankLinear, BatchContext, BatchRows, CopyBatch
 from lorakit.serve.prepare import OriginalTree, PreparedAdapter, prepare
@@ -202,7 +203,7 @@ class AdapterBank:
             for entry in list(self._entries.values()):
                 self._drop(entry)
             for path, module in self._wrapped.items():
-                _replace(self.model, path, self._tree.get_submodule(path))
+                replace_submodule(self.model, path, self._tree.get_submodule(path))
                 del module
             self._wrapped.clear()
 
@@ -239,12 +240,7 @@ class AdapterBank:
         if module is None:
             base = self._tree.get_submodule(path)
             module = BankLinear(base, kind_for(base), self.ctx, group_cap=min(4, self.max_loaded))
-            _replace(self.model, path, module)
+            replace_submodule(self.model, path, module)
             self._wrapped[path] = module
         return module
 
-
-def _replace(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, child = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    setattr(parent, child, module)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lorakit.core.storage import CONFIG_NAME, WEIGHTS_NAME
+from lorakit.io import CONFIG_NAME, WEIGHTS_NAME
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 

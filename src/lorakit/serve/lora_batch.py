@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lorakit.core.layers import adopt_base
+from lorakit.core._torch import foreach_copy_, foreach_mul_
+from lorakit.core.layers import adopt_base, base_getattr
 
 _batch_ids = itertools.count()
 
@@ -119,9 +120,9 @@ class CopyBatch:
         """Do every recorded copy (one fused call per step instead of one per tensor)."""
         with torch.no_grad():
             if self.dst:
-                torch._foreach_copy_(self.dst, self.src)
+                foreach_copy_(self.dst, self.src)
             if self.scaled:
-                torch._foreach_mul_(self.scaled, self.scales)
+                foreach_mul_(self.scaled, self.scales)
 
 
 @dataclass
@@ -262,11 +263,7 @@ class BankLinear(nn.Module):
         return out3.reshape(out.shape)
 
     def __getattr__(self, name: str):
-        # Model code may read in_features, etc. from the layer it knows: resolve on the base.
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(object.__getattribute__(self, "base"), name)
+        return base_getattr(self, name)
 
     def extra_repr(self) -> str:
         """Shown by ``print(model)``."""

@@ -15,16 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
-from lorakit.core import AdapterFile
-from lorakit.core.state import PEFT_PREFIX, peft_key
-from lorakit.core.storage import targets_for
+from lorakit.core.registry import kind_for
+from lorakit.core.state import PEFT_PREFIX, check_tensors, peft_key
 from lorakit.core.targeting import name_matches
-
-# Layer kinds whose LoRA path is a pair of matmuls the bank can batch.
-SERVABLE_KINDS = ("linear", "hf_conv1d")
+from lorakit.io import AdapterFile, targets_for
 
 
 class OriginalTree:
@@ -82,11 +78,6 @@ class PreparedAdapter:
         return max(self.ranks.values(), default=0)
 
 
-def _listing(title: str, items: list[str], limit: int = 5) -> str:
-    more = f" … and {len(items) - limit} more" if len(items) > limit else ""
-    return f"{title} ({len(items)}): {', '.join(items[:limit])}{more}"
-
-
 def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
     """Validate ``adapter`` against the base model and split it into per-module updates."""
     key = json.dumps(adapter.config.to_json(), sort_keys=True, default=str)
@@ -98,12 +89,12 @@ def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
                          "a base with other adapters; serve them merged (lorakit merge) instead")
     expected: dict[str, tuple[int, ...]] = {}
     for t in targets:
-        if t.kind not in SERVABLE_KINDS:
-            raise ValueError(f"cannot serve a LoRA on {t.path!r} ({t.kind}); the bank serves "
-                             f"{', '.join(SERVABLE_KINDS)} layers")
-        expected[peft_key(t.path, "lora_A")] = (t.rank, t.in_features)
-        expected[peft_key(t.path, "lora_B")] = (t.out_features, t.rank)
         base = tree.get_submodule(t.path)
+        kind = kind_for(base)
+        if "serve" not in kind.supports:
+            raise ValueError(f"cannot serve a LoRA on {t.path!r} ({kind.name}); the bank serves linear layers")
+        for name, shape in zip(kind.names, kind.factor_shapes(base, t.rank), strict=True):
+            expected[f"{PEFT_PREFIX}{t.path}.{name}"] = shape
         if spec.bias == "lora_only" and getattr(base, "bias", None) is not None:
             expected[f"{PEFT_PREFIX}{t.path}.base_layer.bias"] = tuple(base.bias.shape)
     saved = [p for p, _ in tree.named_modules() if p and any(name_matches(m, p) for m in spec.modules_to_save)]
@@ -117,7 +108,7 @@ def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
                              f"nn.Linear modules only (e.g. a classification head)")
         for name, param in module.named_parameters(recurse=False):
             expected[f"{PEFT_PREFIX}{path}.{name}"] = tuple(param.shape)
-    _check_tensors(adapter, expected)
+    check_tensors(adapter.tensors, expected, f"adapter {adapter.path.name!r}")
 
     cached = tree.targets_cache[key]
     if len(cached) == 2:  # scalings follow from the config alone: core's factors() once per config
@@ -140,25 +131,3 @@ def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
         bias = adapter.tensors.get(f"{PEFT_PREFIX}{path}.bias")
         updates[path] = ModuleUpdate(full=(weight.t().contiguous(), bias))
     return PreparedAdapter(adapter.path, updates, adapter.config.task_type, ranks)
-
-
-def _check_tensors(adapter: AdapterFile, expected: dict[str, tuple[int, ...]]) -> None:
-    tensors = adapter.tensors
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    shapes = [f"{k} (file {tuple(tensors[k].shape)}, model {expected[k]})"
-              for k in sorted(set(expected) & set(tensors)) if tuple(tensors[k].shape) != expected[k]]
-    dtypes = [f"{k} ({v.dtype})" for k, v in tensors.items() if k in expected and not v.is_floating_point()]
-    problems = [_listing(title, items) for title, items in
-                (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes),
-                 ("not floating point", dtypes)) if items]
-    if problems:
-        raise ValueError(f"adapter {adapter.path.name!r} does not fit the served model: " + "; ".join(problems))
-    # One fused norm over every tensor: finite unless some value is NaN/Inf (or so large that the
-    # norm overflows; only then is each tensor checked exactly).
-    keys = list(expected)
-    norms = torch.stack(torch._foreach_norm([tensors[k].float() for k in keys])) if keys else torch.zeros(0)
-    suspects = [] if torch.isfinite(norms).all() else [k for k, n in zip(keys, norms, strict=True) if not torch.isfinite(n)]
-    bad = [k for k in suspects if not torch.isfinite(tensors[k]).all()]
-    if bad:
-        raise ValueError(f"adapter {adapter.path.name!r} holds non-finite values: " + _listing("tensors", bad))

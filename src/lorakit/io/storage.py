@@ -21,18 +21,41 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from lorakit.core.config import CONFIG_NAME, FORMAT_VERSION, AdapterConfig
-from lorakit.core.inject import SPEC_ATTR, TARGETS_ATTR, inject, lora_layers
+from lorakit.core.inject import SPEC_ATTR, TARGETS_ATTR, inject, lora_layers, unload
 from lorakit.core.layers import LoraLayer
-from lorakit.core.registry import kind_for, require_kind
+from lorakit.core.registry import delta_matrix, factor_names, kind_for, require_kind
 from lorakit.core.spec import LoraSpec
-from lorakit.core.state import PEFT_PREFIX, LoraFactors, adapter_state_dict, load_adapter_state, peft_key
-from lorakit.core.targeting import Target, layer_index, select_targets
+from lorakit.core.state import PEFT_PREFIX, adapter_state_dict, load_adapter_state, peft_key
+from lorakit.core.targeting import Target, layer_index, override, select_targets
+from lorakit.core.variants import SVD_INITS
+from lorakit.io.config import CONFIG_NAME, FORMAT_VERSION, AdapterConfig
 
-__all__ = ["AdapterConfig", "AdapterFile", "read_adapter", "write_adapter", "save_adapter", "load_adapter", "peft_key"]
+__all__ = ["AdapterConfig", "AdapterFile", "LoraFactors", "read_adapter", "write_adapter", "save_adapter",
+           "load_adapter", "peft_key"]
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+@dataclass(frozen=True)
+class LoraFactors:
+    """The A/B pair of one adapted module, as stored, with its scaling and PEFT tensor names."""
+
+    A: Tensor
+    B: Tensor
+    scaling: float
+    names: tuple[str, str] = ("lora_A.weight", "lora_B.weight")
+    # DoRA's magnitude per output row (None for plain LoRA): ΔW is then not s·B·A alone.
+    magnitude: Tensor | None = None
+
+    @property
+    def rank(self) -> int:
+        """Rank of the stored pair."""
+        return self.A.shape[0]
+
+    def delta_weight(self) -> Tensor:
+        """``s·B·A`` as a 2-D (out, in) matrix (conv kernels flattened), in float32."""
+        return delta_matrix(self.A.float(), self.B.float()) * self.scaling
 
 
 @dataclass(frozen=True)
@@ -49,24 +72,22 @@ class AdapterFile:
         slices = self.config.lorakit.get("slices", {})
         out = {}
         for key, A in self.tensors.items():
-            for a_name, b_name, kind in (("lora_A.weight", "lora_B.weight", "linear"),
-                                         ("lora_embedding_A", "lora_embedding_B", "embedding")):
+            for a_name, b_name in factor_names():
                 if key.startswith(PEFT_PREFIX) and key.endswith("." + a_name):
                     path = key[len(PEFT_PREFIX):-len(a_name) - 1]
                     B = self.tensors.get(f"{PEFT_PREFIX}{path}.{b_name}")
                     if B is None:
                         raise ValueError(f"{self.path}: {key} has no matching {b_name}")
                     r_slice, alpha = _module_rank_alpha(spec, path, A.shape[0], slices.get(path))
-                    out[path] = LoraFactors(A, B, spec.scaling(r_slice, alpha), kind)
+                    out[path] = LoraFactors(A, B, spec.scaling(r_slice, alpha), (a_name, b_name),
+                                            self.tensors.get(f"{PEFT_PREFIX}{path}.lora_magnitude_vector"))
         return out
 
 
 def _module_rank_alpha(spec: LoraSpec, path: str, stored_rank: int, sliced: dict | None) -> tuple[int, float]:
-    from lorakit.core.targeting import _override
-
     if sliced:
         return int(sliced["r"]), float(sliced["alpha"])
-    return stored_rank, float(_override(spec.alpha_pattern, path, spec.alpha))
+    return stored_rank, float(override(spec.alpha_pattern, path, spec.alpha))
 
 
 def _check_no_pickle(folder: Path) -> None:
@@ -161,24 +182,26 @@ def config_for(model: nn.Module, *, task_type: str | None = None, base_model: st
     layers_to_transform = None
     if spec.layers is not None and names and "." not in names[0]:
         layers_to_transform = sorted({layer_index(t.path) for t in targets})
+    # An SVD init (PiSSA, OLoRA) is saved relative to the original base at twice the rank (PEFT's conversion).
+    m = 2 if spec.init in SVD_INITS else 1
+    r, alpha0 = spec.r * m, spec.alpha * (math.sqrt(m) if spec.rslora else m)
     rank_pattern, alpha_pattern, slices = {}, {}, {}
     for t in targets:
-        alpha = t.alpha
+        # A stored rank of r·k keeps the same scale in PEFT's terms when alpha grows k-fold (√k for rsLoRA).
+        k = m * (len(t.slices[1]) if t.slices else 1)
+        alpha = t.alpha * (math.sqrt(k) if spec.rslora else k)
         if t.slices:
-            k = len(t.slices[1])
-            # Stored rank is r·k; keep the same scale in PEFT's terms (alpha' / (r·k) = alpha / r).
-            alpha = t.alpha * (math.sqrt(k) if spec.rslora else k)
             slices[t.path] = {"n": t.slices[0], "selected": list(t.slices[1]), "r": t.r, "alpha": t.alpha}
-        if t.rank != spec.r:
-            rank_pattern[re.escape(t.path)] = t.rank
-        if alpha != spec.alpha:
+        if t.rank * m != r:
+            rank_pattern[re.escape(t.path)] = t.rank * m
+        if alpha != alpha0:
             alpha_pattern[re.escape(t.path)] = alpha
     lorakit = {"targets": list(spec.targets), **({"slices": slices} if slices else {}), **(extra or {})}
     return AdapterConfig(
-        r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=names,
+        r=r, lora_alpha=alpha0, lora_dropout=spec.dropout, target_modules=names,
         layers_to_transform=layers_to_transform, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
-        use_rslora=spec.rslora, bias=spec.bias, modules_to_save=list(spec.modules_to_save) or None,
-        fan_in_fan_out=any(t.kind == "hf_conv1d" for t in targets), task_type=task_type, base_model_name_or_path=base_model, lorakit=lorakit,
+        use_rslora=spec.rslora, use_dora=spec.dora, bias=spec.bias, modules_to_save=list(spec.modules_to_save) or None,
+        fan_in_fan_out=any(layer.kind.fan_in_fan_out for layer in lora_layers(model).values()), task_type=task_type, base_model_name_or_path=base_model, lorakit=lorakit,
     )
 
 
@@ -202,7 +225,7 @@ def targets_for(model: nn.Module, adapter: AdapterFile) -> tuple[LoraSpec, list[
         if s:
             t = dataclasses.replace(t, r=int(s["r"]), alpha=float(s["alpha"]),
                                     slices=(int(s["n"]), tuple(int(i) for i in s["selected"])))
-            if not require_kind(model.get_submodule(t.path), t.path).sliceable or t.out_features % t.slices[0]:
+            if "slices" not in require_kind(model.get_submodule(t.path), t.path).supports or t.out_features % t.slices[0]:
                 raise ValueError(f"lorakit.slices[{t.path!r}]: {t.kind} layer with {t.out_features} outputs "
                                  f"cannot be split into {t.slices[0]} slices")
         out.append(t)
@@ -221,7 +244,7 @@ def _check_rank_limits(model: nn.Module, adapter: AdapterFile, targets: list[Tar
         if t.rank <= limit:
             continue
         kind = require_kind(model.get_submodule(t.path), t.path)
-        stored = adapter.tensors.get(peft_key(t.path, "lora_A", kind.peft_names))
+        stored = adapter.tensors.get(peft_key(t.path, "lora_A", kind.names))
         stored_rank = stored.shape[0] if stored is not None and stored.ndim else None
         if stored_rank != t.rank:
             problems.append(f"{t.path} (rank {t.rank} in the config, {stored_rank} in the file; "
@@ -246,9 +269,9 @@ def load_adapter(model: nn.Module, path: str | Path | AdapterFile, *, trainable:
         inject(model, spec, targets)
         load_adapter_state(model, adapter.tensors, spec.bias, spec.modules_to_save)
     except BaseException:
-        # All or nothing: a refused adapter (or one that fails half-way through inject) leaves no layer.
-        from lorakit.core.inject import unload
-        unload(model, merge_first=False)
+        # All or nothing: a refused adapter leaves no layer (inject itself is all-or-nothing).
+        if lora_layers(model):
+            unload(model, merge_first=False)
         raise
     if not trainable:
         for p in model.parameters():
@@ -257,9 +280,9 @@ def load_adapter(model: nn.Module, path: str | Path | AdapterFile, *, trainable:
 
 
 def adapter_summary(model: nn.Module) -> list[dict[str, Any]]:
-    """One row per LoRA layer: path, kind, rank, alpha, scaling, parameter count."""
+    """One row per LoRA layer: path, kind, variant, rank, alpha, scaling, parameter count."""
     return [
-        {"module": p, "kind": m.kind.name, "rank": m.r, "alpha": m.alpha, "scaling": m.scaling,
-         "params": m.lora_A.numel() + m.lora_B.numel()}
+        {"module": p, "kind": m.kind.name, "variant": m.variant.name, "rank": m.r, "alpha": m.alpha,
+         "scaling": m.scaling, "params": sum(t.numel() for t in m.adapter_parameters().values())}
         for p, m in lora_layers(model).items()
     ]

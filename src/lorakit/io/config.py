@@ -1,6 +1,6 @@
 """AdapterConfig: PEFT's ``adapter_config.json`` as a typed, validated value.
 
-Unknown keys warn, keys that change the math in ways lorakit does not implement (DoRA, ...) are
+Unknown keys warn, keys that change the math in ways lorakit does not implement (lora_bias, ...) are
 refused, wrong types raise ``ValueError`` naming the field. lorakit's extras live under ``"lorakit"``
 with a format version.
 """
@@ -21,12 +21,12 @@ FORMAT_VERSION = 1
 _IGNORED_PEFT_KEYS = {
     "peft_type", "auto_mapping", "revision", "inference_mode", "init_lora_weights", "loftq_config",
     "megatron_config", "megatron_core", "peft_version", "eva_config", "corda_config", "exclude_modules",
-    "layer_replication", "use_dora", "lora_bias", "target_parameters", "trainable_token_indices",
+    "layer_replication", "lora_bias", "target_parameters", "trainable_token_indices",
     "alora_invocation_tokens", "arrow_config", "ensure_weight_tying", "kasa_config", "lora_ga_config",
     "monteclora_config", "qalora_group_size", "use_qalora", "use_bdlora", "velora_config",
 }
 # Fields whose non-default value changes the math: refused rather than silently mis-loaded.
-_UNSUPPORTED = {"use_dora": (False, None), "lora_bias": (False, None), "layer_replication": (None,),
+_UNSUPPORTED = {"lora_bias": (False, None), "layer_replication": (None,),
                 "use_qalora": (False, None), "target_parameters": (None, [])}
 
 
@@ -43,6 +43,7 @@ class AdapterConfig:
     rank_pattern: dict[str, int] = field(default_factory=dict)
     alpha_pattern: dict[str, float] = field(default_factory=dict)
     use_rslora: bool = False
+    use_dora: bool = False
     bias: str = "none"
     modules_to_save: list[str] | None = None
     fan_in_fan_out: bool = False
@@ -72,7 +73,7 @@ class AdapterConfig:
         unknown = sorted(set(data) - names - _IGNORED_PEFT_KEYS)
         if unknown:
             warnings.warn(f"{source}: ignoring unknown keys {', '.join(unknown)}", stacklevel=2)
-        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs = {k: v for k, v in data.items() if k in names and not (k == "use_dora" and v is None)}
         cfg = cls(**kwargs)
         cfg._validate(source)
         return cfg
@@ -110,8 +111,9 @@ class AdapterConfig:
             isinstance(self.modules_to_save, list) and all(isinstance(m, str) for m in self.modules_to_save)
         ):
             raise bad("modules_to_save", "a list of module names")
-        if not isinstance(self.use_rslora, bool):
-            raise bad("use_rslora", "true or false")
+        for name in ("use_rslora", "use_dora"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "true or false")
         if not isinstance(self.lorakit, dict):
             raise bad("lorakit", "an object")
         version = self.lorakit.get("format_version", FORMAT_VERSION)
@@ -131,7 +133,7 @@ class AdapterConfig:
         alpha_pattern = {f"re:(.*\\.)?({k})": v for k, v in self.alpha_pattern.items()}
         return LoraSpec(
             r=self.r, alpha=float(self.lora_alpha), dropout=float(self.lora_dropout), targets=targets,
-            layers=layers, rslora=self.use_rslora, bias=self.bias, modules_to_save=tuple(self.modules_to_save or ()),
+            layers=layers, rslora=self.use_rslora, dora=self.use_dora, bias=self.bias, modules_to_save=tuple(self.modules_to_save or ()),
             rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
         )
 

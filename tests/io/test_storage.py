@@ -94,7 +94,7 @@ def test_non_finite_values_refused(saved):
         ({"lora_alpha": None}, "lora_alpha must be"),
         ({"target_modules": []}, "target_modules must be"),
         ({"peft_type": "IA3"}, "only LORA"),
-        ({"use_dora": True}, "use_dora=True is not supported"),
+        ({"use_dora": "yes"}, "use_dora must be true or false"),
         ({"bias": 3}, "bias must be one of"),
         ({"lorakit": {"format_version": 99}}, "newer lorakit"),
     ],

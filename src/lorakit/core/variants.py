@@ -1,0 +1,142 @@
+"""LoRA variants as strategy objects (PEFT's ``LoraVariant`` idea, without its class tree).
+
+A variant decides what a :class:`~lorakit.core.layers.LoraLayer` computes from its A, B (and any
+extra parameters it declares): the forward, the merged weight and the file keys of its extras.
+
+- :data:`LORA` — ``h = W0·x + s·B·A·x``.
+- :data:`DORA` (Liu et al. 2024) — ``h = m ⊙ (W0 + s·B·A)·x / ‖W0 + s·B·A‖``, norms per output row
+  and detached from the graph (the paper's §4.3, as PEFT); ``m`` starts at ``‖W0‖`` and is stored
+  under PEFT's key ``lora_magnitude_vector``.
+
+Initialisations (``LoraSpec.init``) live here too: "kaiming" / "gaussian" draw A and zero B;
+"pissa" (Meng et al. 2024: A, B from the top-r singular triplets of W0) and "olora" (Büyükakyüz
+2024: from W0's QR) *move* ``s·B0·A0`` out of the base weight. Such an adapter is saved relative to
+the original base as ``A' = [A; A0]``, ``B' = [B, −B0]`` at rank 2r (PEFT's conversion), so any tool
+loads it as an ordinary LoRA. rsLoRA is a scaling (``LoraSpec.scaling``), LoRA+ an optimizer setting.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from lorakit.core.registry import delta_matrix
+
+INITS = ("kaiming", "gaussian", "pissa", "olora")
+SVD_INITS = ("pissa", "olora")
+
+
+def init_factors(layer: nn.Module, init: str) -> None:
+    """Fill ``layer.lora_A`` / ``lora_B``; for SVD inits also keep ``lora_A0`` / ``lora_B0``.
+
+    The base weight is not touched here (see :func:`subtract_init`), so a failed inject changes nothing.
+    """
+    A, B = layer.lora_A, layer.lora_B
+    with torch.no_grad():
+        if init not in SVD_INITS:
+            if init == "gaussian":
+                nn.init.normal_(A, std=1.0 / layer.r)
+            else:
+                nn.init.kaiming_uniform_(A.view(A.shape[0], -1), a=math.sqrt(5))
+            B.zero_()
+            return
+        if not layer.weight.is_floating_point():
+            raise ValueError(f"init={init!r} needs a floating-point base weight, got {layer.weight.dtype}; "
+                             "initialise before quantising")
+        W = layer.kind.matrix(layer.weight.detach()).float()
+        r, s = layer.r, layer.scaling
+        if init == "pissa":
+            U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+            root = (S[:r] / s).sqrt()
+            A0, B0 = root[:, None] * Vh[:r], U[:, :r] * root
+        else:
+            Q, R = torch.linalg.qr(W)
+            A0, B0 = R[:r], Q[:, :r]
+        A.copy_(A0)
+        B.copy_(B0)
+    layer.register_buffer("lora_A0", A0.to(A.dtype), persistent=False)
+    layer.register_buffer("lora_B0", B0.to(B.dtype), persistent=False)
+
+
+def subtract_init(layer: nn.Module) -> None:
+    """``W0 ← W0 − s·B0·A0`` after an SVD init, so that the injected model still computes W0."""
+    if getattr(layer, "lora_A0", None) is not None:
+        with torch.no_grad():
+            delta = layer.kind.layout(delta_matrix(layer.lora_A0.float(), layer.lora_B0.float()), layer.base)
+            layer.weight.copy_((layer.weight.float() - layer.scaling * delta).to(layer.weight.dtype))
+
+
+class Lora:
+    """Plain LoRA: ``h = W0·x + s·B·A·x``; merge adds ``s·B·A``."""
+
+    name = "lora"
+    # Extra parameters: attribute on the layer -> PEFT's file name under the module path.
+    params: dict[str, str] = {}
+    requires: frozenset[str] = frozenset()  # what the layer kind must support
+
+    def setup(self, layer: nn.Module) -> None:
+        """Create the variant's extra parameters on ``layer``."""
+
+    def forward(self, layer: nn.Module, x: Tensor, out: Tensor) -> Tensor:
+        """``out`` (the base output ``W0·x + b``) plus the adapter's contribution."""
+        return out + layer.lora_path(x).to(out.dtype)
+
+    def merged(self, layer: nn.Module, weight: Tensor) -> Tensor:
+        """The merged weight (fp32, base layout) from the current base ``weight`` (fp32)."""
+        return weight + layer.lora_delta()
+
+    def unmerged(self, layer: nn.Module, weight: Tensor) -> Tensor:
+        """The base weight back from a merged ``weight`` (fp32)."""
+        return weight - layer.lora_delta()
+
+
+class Dora(Lora):
+    """DoRA: magnitude ``m`` times the row-normalised direction ``W0 + s·B·A``."""
+
+    name = "dora"
+    params = {"lora_magnitude": "lora_magnitude_vector"}
+    requires = frozenset({"dora"})
+
+    @staticmethod
+    def norm(layer: nn.Module, weight: Tensor) -> Tensor:
+        """``‖W + s·B·A‖`` per output row (fp32, no gradient) for a base ``weight`` in base layout."""
+        with torch.no_grad():
+            return row_norm(layer.kind.matrix(weight.float()), layer.lora_A.float(),
+                            layer.effective_B().float(), layer.scaling)
+
+    def setup(self, layer):
+        layer.lora_magnitude = nn.Parameter(self.norm(layer, layer.weight).to(layer.lora_A.dtype))
+
+    def forward(self, layer, x, out):
+        p = layer.dropout if layer.training else 0.0
+        xd = nn.functional.dropout(x, p, True) if p > 0 else x
+        if xd is x:  # the base output without bias is already there
+            plain = out if layer.bias is None else out - layer.bias
+        else:
+            plain = layer.kind.base_forward(layer, xd, bias=False)
+        scale = (layer.lora_magnitude / self.norm(layer, layer.weight)).to(out.dtype)
+        return out + (scale - 1) * plain + scale * layer.lora_path(xd, dropout=False).to(out.dtype)
+
+    def merged(self, layer, weight):
+        layer.merge_norm = self.norm(layer, weight)
+        factor = (layer.lora_magnitude.float() / layer.merge_norm)[:, None]
+        return layer.kind.layout(factor * layer.kind.matrix(weight + layer.lora_delta()), layer.base)
+
+    def unmerged(self, layer, weight):
+        factor = (layer.lora_magnitude.float() / layer.merge_norm)[:, None]
+        return layer.kind.layout(layer.kind.matrix(weight) / factor, layer.base) - layer.lora_delta()
+
+
+def row_norm(W: Tensor, A: Tensor, B: Tensor, scaling: float) -> Tensor:
+    """``‖W + s·B·A‖₂`` of each output row of the (out, in) matrix ``W``: DoRA's denominator."""
+    return torch.linalg.vector_norm(W + scaling * delta_matrix(A, B), dim=1)
+
+
+LORA, DORA = Lora(), Dora()
+
+
+def variant_for(dora: bool) -> Lora:
+    """The variant a spec asks for."""
+    return DORA if dora else LORA

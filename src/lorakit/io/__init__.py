@@ -1,0 +1,25 @@
+"""lorakit.io: adapter folders in PEFT's layout (``adapter_config.json`` + ``adapter_model.safetensors``).
+
+Torch + safetensors + :mod:`lorakit.core` only: config parsing and validation, factors read from
+files, conversion of lorakit's extras (fused-projection slices, SVD inits) to what PEFT reads.
+"""
+
+from lorakit.io.config import CONFIG_NAME, FORMAT_VERSION, AdapterConfig
+from lorakit.io.storage import (
+    PICKLE_SUFFIXES,
+    WEIGHTS_NAME,
+    AdapterFile,
+    LoraFactors,
+    adapter_summary,
+    config_for,
+    load_adapter,
+    read_adapter,
+    save_adapter,
+    targets_for,
+    write_adapter,
+)
+
+__all__ = [
+    "CONFIG_NAME", "FORMAT_VERSION", "PICKLE_SUFFIXES", "WEIGHTS_NAME", "AdapterConfig", "AdapterFile", "LoraFactors",
+    "adapter_summary", "config_for", "load_adapter", "read_adapter", "save_adapter", "targets_for", "write_adapter",
+]
