@@ -31,6 +31,7 @@ DEFAULT_LR: dict[tuple[str, str], float] = {
 DEFAULT_MAX_LENGTH = {"classify": 64, "generate": 192}
 # task -> split of the final report: GLUE-style dev accuracy for classification, E2E test for generation.
 DEFAULT_TEST_SPLIT = {"classify": "dev", "generate": "test"}
+LORA_INITS = ("kaiming", "gaussian", "pissa", "olora")  # lorakit.core.variants.INITS (a test keeps them equal)
 TASKS = ("auto", "classify", "generate")
 DEVICES = ("auto", "cpu", "cuda")
 DECAYS = ("linear", "cosine", "constant")
@@ -55,6 +56,15 @@ class TrainConfig:
     rank: int = _opt(8, "LoRA rank r")
     alpha: float = _opt(16.0, "LoRA alpha (the update is scaled by alpha / r)")
     dropout: float = _opt(0.05, "dropout on the LoRA path")
+    # LoRA variants and per-module controls (lorakit.core.variants; one block, see variant_options()).
+    dora: bool = _opt(False, "DoRA: a trained magnitude per output row times the normalised W0 + s·B·A (Liu et al. 2024)")
+    rslora: bool = _opt(False, "rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r")
+    init: str = _opt("kaiming", "initialisation: kaiming or gaussian (B = 0); pissa or olora (A, B from W0's SVD / QR, "
+                     "saved as an ordinary LoRA of rank 2r relative to the original model)", choices=LORA_INITS)
+    lora_plus_ratio: float | None = _opt(None, "LoRA+: B's learning rate is this many times A's (e.g. 16)")
+    layers: str | None = _opt(None, "adapt only these layer indices, e.g. 0-5 or 0,2,4-7")
+    rank_pattern: tuple[str, ...] = _opt((), "per-module ranks PATTERN=R (module suffix or re:REGEX), e.g. q_proj=16")
+    alpha_pattern: tuple[str, ...] = _opt((), "per-module alphas PATTERN=ALPHA, e.g. v_proj=32")
     full: bool = _opt(False, "baseline: full fine-tuning of every weight (no adapter)")
     bitfit: bool = _opt(False, "baseline: train only the biases (plus the classification head)")
     # -- optimisation ---------------------------------------------------------------------------
@@ -121,6 +131,30 @@ class TrainConfig:
             raise ValueError("choose one of --full and --bitfit")
         if not self.targets or not all(t.strip() for t in self.targets):
             raise ValueError(f"targets must be non-empty names, got {self.targets!r}")
+        if self.init not in LORA_INITS:
+            raise ValueError(f"init must be one of {', '.join(LORA_INITS)}, got {self.init!r}")
+        if self.lora_plus_ratio is not None and not (math.isfinite(self.lora_plus_ratio) and self.lora_plus_ratio > 0):
+            raise ValueError(f"lora_plus_ratio must be a finite number > 0, got {self.lora_plus_ratio!r}")
+        self.variant_options()  # parses --layers and the patterns: bad ones raise here, before any work
+
+    def variant_options(self) -> dict[str, Any]:
+        """The ``LoraSpec`` keyword arguments of the variant block (dora, rslora, init, layers, patterns)."""
+        layers = None
+        if self.layers is not None:
+            try:
+                layers = tuple(i for part in self.layers.split(",") for i in _index_range(part))
+            except ValueError:
+                raise ValueError(f"layers must look like 0-5 or 0,2,4-7, got {self.layers!r}") from None
+        patterns = {}
+        for name, cast in (("rank_pattern", int), ("alpha_pattern", float)):
+            pairs = [item.rpartition("=") for item in getattr(self, name)]
+            try:
+                patterns[name] = {key: cast(value) for key, eq, value in pairs if key and eq}
+            except ValueError:
+                patterns[name] = {}
+            if len(patterns[name]) != len(pairs) or any(v <= 0 for v in patterns[name].values()):
+                raise ValueError(f"{name} entries must be PATTERN=NUMBER > 0, got {list(getattr(self, name))!r}")
+        return {"dora": self.dora, "rslora": self.rslora, "init": self.init, "layers": layers, **patterns}
 
     @property
     def method(self) -> str:
@@ -160,6 +194,15 @@ class TrainConfig:
             return cls(**kwargs)
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from None
+
+
+def _index_range(part: str) -> range:
+    """``"4-7"`` → 4..7, ``"3"`` → 3 (ValueError otherwise)."""
+    low, dash, high = part.strip().partition("-")
+    first, last = int(low), int(high) if dash else int(low)
+    if first < 0 or last < first:
+        raise ValueError(part)
+    return range(first, last + 1)
 
 
 def _slug(name: str) -> str:

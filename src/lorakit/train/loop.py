@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lorakit.core import lora_layers
 from lorakit.train.checkpoint import (
     CHECKPOINT,
     TrainState,
@@ -124,10 +125,15 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     params = list(trainable_tensors(model).items())
     if not params:
         raise ValueError("nothing to train: no parameter requires a gradient")
-    decay = [p for n, p in params if p.ndim >= 2]
+    # LoRA+ (Hayou et al. 2024): every B in its own group, its rate lr_scale times the schedule's.
+    plus = {id(layer.lora_B) for layer in lora_layers(model).values()} if cfg.lora_plus_ratio else set()
+    decay = [p for n, p in params if p.ndim >= 2 and id(p) not in plus]
     no_decay = [p for n, p in params if p.ndim < 2]
+    faster = [p for n, p in params if id(p) in plus]
     groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
-                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+                          {"params": no_decay, "weight_decay": 0.0},
+                          {"params": faster, "weight_decay": cfg.weight_decay, "lr_scale": cfg.lora_plus_ratio})
+              if g["params"]]
     return torch.optim.AdamW(groups, lr=cfg.lr or 1e-3, betas=(0.9, 0.999), eps=1e-8)
 
 
@@ -219,7 +225,7 @@ def train_loop(
                 do_checkpoint()
                 break
             for group in optimizer.param_groups:
-                group["lr"] = schedule(state.step)
+                group["lr"] = schedule(state.step) * group.get("lr_scale", 1.0)
             loss_sum, tokens = torch.zeros((), dtype=torch.float64), 0
             for batch in micro:
                 batch = to_device(batch, ctx.device)

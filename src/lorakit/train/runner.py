@@ -51,7 +51,7 @@ def make_trainable(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
         from lorakit.core import LoraSpec, inject
 
         spec = LoraSpec(r=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, targets=cfg.targets,
-                        modules_to_save=heads)
+                        modules_to_save=heads, **cfg.variant_options())
         targets = inject(model, spec)
         return {"lora_modules": len(targets)}
     for name, param in model.named_parameters():
