@@ -83,6 +83,15 @@ class Lora:
         """``out`` (the base output ``W0·x + b``) plus the adapter's contribution."""
         return out + layer.lora_path(x).to(out.dtype)
 
+    def file_shapes(self, kind, base: nn.Module) -> dict[str, tuple[int, ...]]:
+        """File name -> shape of the extra tensors an adapter of this variant stores per module."""
+        return {}
+
+    def column_scale(self, kind, base: nn.Module, A: Tensor, B: Tensor, scaling: float,
+                     extras: dict[str, Tensor]) -> Tensor | None:
+        """Per-output scale ``c`` with ``h = c ⊙ (W0·x + s·B·A·x) + b`` (serve's banks), or None."""
+        return None
+
     def merged(self, layer: nn.Module, weight: Tensor) -> Tensor:
         """The merged weight (fp32, base layout) from the current base ``weight`` (fp32)."""
         return weight + layer.lora_delta()
@@ -105,6 +114,13 @@ class Dora(Lora):
         with torch.no_grad():
             return row_norm(layer.kind.matrix(weight.float()), layer.lora_A.float(),
                             layer.effective_B().float(), layer.scaling)
+
+    def file_shapes(self, kind, base):
+        return {"lora_magnitude_vector": (kind.features(base)[1],)}
+
+    def column_scale(self, kind, base, A, B, scaling, extras):
+        W = kind.matrix(base.weight.detach().float())
+        return extras["lora_magnitude_vector"].float() / row_norm(W, A.float(), B.float(), scaling)
 
     def setup(self, layer):
         layer.lora_magnitude = nn.Parameter(self.norm(layer, layer.weight).to(layer.lora_A.dtype))

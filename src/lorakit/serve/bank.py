@@ -228,7 +228,8 @@ class AdapterBank:
     def _install(self, slot: int, prepared: PreparedAdapter) -> None:
         copies = CopyBatch()
         for path, update in prepared.updates.items():
-            self._module(path).add(slot, update.A, update.B, update.scaling, update.full, update.bias_delta, copies)
+            self._module(path).add(slot, update.A, update.B, update.scaling, update.full, update.bias_delta, copies,
+                                   column_scale=update.column_scale)
         copies.run()
 
     def _uninstall(self, slot: int) -> None:

@@ -5,6 +5,9 @@
     y[i] = W0·x[i]  +  (x[i]·Aᵀ[idx_i]) · Bᵀ[idx_i]        idx_i = the adapter slot of row i (-1: none)
                         └── shrink ──┘   └─ expand ─┘      s (alpha/r) is folded into Bᵀ at load time
 
+A DoRA row is the same plus a per-adapter column scale ``c = m / ‖W0 + s·B·A‖`` (computed once at
+load): ``y[i] = c[idx_i] ⊙ (W0·x[i] + s·B·A·x[i]) + b``, so each row still pays only for its own adapter.
+
 A :class:`BankLinear` replaces a targeted base ``nn.Linear`` (or GPT-2 ``Conv1D``). It owns the base
 weight under its original name (so the model's state dict is unchanged) and, per rank ``r``, a
 :class:`RankGroup` holding every resident adapter of that rank *stacked*: ``At (cap, in, r)`` and
@@ -135,10 +138,12 @@ class _Plan:
     full: tuple[Tensor, Tensor, Tensor | None] | None = None
     # Per-row bias change (bias="lora_only" adapters), shaped (batch, 1, out); None when no row has one.
     bias: Tensor | None = None
+    # DoRA rows: per-row column scale c and shift (1 − c)·b, each (batch, 1, out) (ones / zeros elsewhere).
+    scale: tuple[Tensor, Tensor | None] | None = None
 
     @property
     def empty(self) -> bool:
-        return not self.lora and self.full is None and self.bias is None
+        return not self.lora and self.full is None and self.bias is None and self.scale is None
 
 
 class BankLinear(nn.Module):
@@ -158,14 +163,17 @@ class BankLinear(nn.Module):
         self.slot_full: dict[int, tuple[Tensor, Tensor | None]] = {}
         # slot -> bias change (out,) for adapters trained with bias="lora_only".
         self.slot_bias: dict[int, Tensor] = {}
+        # slot -> DoRA's column scale c (out,): the row computes c ⊙ (W0·x + s·B·A·x) + b.
+        self.slot_scale: dict[int, Tensor] = {}
         self._plan_key: tuple[int, int] | None = None
         self._plan = _Plan()
 
     # ---- bank side -------------------------------------------------------------------------
     def add(self, slot: int, A: Tensor | None = None, B: Tensor | None = None, scaling: float = 1.0,
             full: tuple[Tensor, Tensor | None] | None = None, bias_delta: Tensor | None = None,
-            copies: CopyBatch | None = None) -> None:
-        """Make ``slot`` adapt this module (any of: a LoRA pair, a full replacement, a bias change)."""
+            copies: CopyBatch | None = None, column_scale: Tensor | None = None) -> None:
+        """Make ``slot`` adapt this module (any of: a LoRA pair, a full replacement, a bias change,
+        DoRA's column scale)."""
         assert slot not in self.slot_lora and slot not in self.slot_full and slot not in self.slot_bias
         ref = self.weight
         if A is not None and B is not None:
@@ -179,6 +187,8 @@ class BankLinear(nn.Module):
             self.slot_full[slot] = (weight_t.to(ref), None if bias is None else bias.to(ref))
         if bias_delta is not None:
             self.slot_bias[slot] = bias_delta.to(ref)
+        if column_scale is not None:
+            self.slot_scale[slot] = column_scale.to(ref)
 
     def remove(self, slot: int) -> None:
         """Forget ``slot`` here (its stack entry becomes free)."""
@@ -190,11 +200,12 @@ class BankLinear(nn.Module):
                 del self.groups[r]
         self.slot_full.pop(slot, None)
         self.slot_bias.pop(slot, None)
+        self.slot_scale.pop(slot, None)
 
     @property
     def slots(self) -> set[int]:
         """Slots that change this module."""
-        return set(self.slot_lora) | set(self.slot_full) | set(self.slot_bias)
+        return set(self.slot_lora) | set(self.slot_full) | set(self.slot_bias) | set(self.slot_scale)
 
     # ---- forward side ----------------------------------------------------------------------
     def _make_plan(self, rows: BatchRows) -> _Plan:
@@ -218,6 +229,10 @@ class BankLinear(nn.Module):
             biases = [self.slot_full[rows.slots[i]][1] for i in full_rows]
             bias = None if any(b is None for b in biases) else torch.stack(biases).unsqueeze(1)
             plan.full = (torch.tensor(full_rows, device=dev), weights, bias)
+        if any(s in self.slot_scale for s in rows.slots):
+            ones = torch.ones(self.d_out, dtype=self.weight.dtype, device=dev)
+            scale = torch.stack([self.slot_scale.get(s, ones) for s in rows.slots]).unsqueeze(1)
+            plan.scale = (scale, None if self.bias is None else (1 - scale) * self.bias)
         if any(s in self.slot_bias for s in rows.slots):
             zero = torch.zeros(self.d_out, dtype=self.weight.dtype, device=dev)
             plan.bias = torch.stack([self.slot_bias.get(s, zero) for s in rows.slots]).unsqueeze(1)
@@ -252,6 +267,9 @@ class BankLinear(nn.Module):
             else:
                 out3.index_add_(0, which if which is not None else torch.arange(n, device=x.device),
                                 torch.bmm(h, Bt).to(out3.dtype))
+        if plan.scale is not None:  # DoRA: c ⊙ (W0·x + s·B·A·x) + b = c ⊙ out + (1 − c) ⊙ b
+            scale, shift = plan.scale
+            out3 = out3 * scale if shift is None else torch.addcmul(shift, out3, scale)
         if plan.bias is not None:
             out3 = out3 + plan.bias
         if plan.full is not None:

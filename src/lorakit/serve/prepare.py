@@ -18,8 +18,9 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from lorakit.core.registry import kind_for
-from lorakit.core.state import PEFT_PREFIX, check_tensors, peft_key
+from lorakit.core.state import PEFT_PREFIX, check_tensors
 from lorakit.core.targeting import name_matches
+from lorakit.core.variants import variant_for
 from lorakit.io import AdapterFile, targets_for
 
 
@@ -61,6 +62,8 @@ class ModuleUpdate:
     full: tuple[Tensor, Tensor | None] | None = None
     # bias="lora_only": trained bias minus the base bias.
     bias_delta: Tensor | None = None
+    # DoRA: per-output scale c, h = c ⊙ (W0·x + s·B·A·x) + b (norms of W0 + s·B·A computed once, here).
+    column_scale: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,15 @@ def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
         raise ValueError("adapters trained with bias='all' change every bias of the model and cannot share "
                          "a base with other adapters; serve them merged (lorakit merge) instead")
     expected: dict[str, tuple[int, ...]] = {}
+    variant = variant_for(spec.dora)
     for t in targets:
         base = tree.get_submodule(t.path)
         kind = kind_for(base)
         if "serve" not in kind.supports:
             raise ValueError(f"cannot serve a LoRA on {t.path!r} ({kind.name}); the bank serves linear layers")
         for name, shape in zip(kind.names, kind.factor_shapes(base, t.rank), strict=True):
+            expected[f"{PEFT_PREFIX}{t.path}.{name}"] = shape
+        for name, shape in variant.file_shapes(kind, base).items():
             expected[f"{PEFT_PREFIX}{t.path}.{name}"] = shape
         if spec.bias == "lora_only" and getattr(base, "bias", None) is not None:
             expected[f"{PEFT_PREFIX}{t.path}.base_layer.bias"] = tuple(base.bias.shape)
@@ -123,8 +129,12 @@ def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
         if bias_key in expected:
             base_bias = tree.get_submodule(t.path).bias.detach()
             bias_delta = adapter.tensors[bias_key].to(base_bias) - base_bias
-        A, B = adapter.tensors[peft_key(t.path, "lora_A")], adapter.tensors[peft_key(t.path, "lora_B")]
-        updates[t.path] = ModuleUpdate(A=A, B=B, scaling=scalings[t.path], bias_delta=bias_delta)
+        base = tree.get_submodule(t.path)
+        kind = kind_for(base)
+        A, B = (adapter.tensors[f"{PEFT_PREFIX}{t.path}.{name}"] for name in kind.names)
+        extras = {name: adapter.tensors[f"{PEFT_PREFIX}{t.path}.{name}"] for name in variant.file_shapes(kind, base)}
+        scale = variant.column_scale(kind, base, A, B, scalings[t.path], extras)
+        updates[t.path] = ModuleUpdate(A=A, B=B, scaling=scalings[t.path], bias_delta=bias_delta, column_scale=scale)
         ranks[t.path] = t.rank
     for path in saved:
         weight = adapter.tensors[f"{PEFT_PREFIX}{path}.weight"]
