@@ -11,7 +11,8 @@ import torch
 from lorakit.analysis import amplification, phi_grid
 from lorakit.cli import analyze as analyze_cli
 from lorakit.cli.main import main
-from lorakit.core import AdapterConfig, peft_key, read_adapter, write_adapter
+from lorakit.io import AdapterConfig, read_adapter, write_adapter
+from lorakit.io.keys import peft_key
 
 D = 16
 MODULES = [f"bert.encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")]

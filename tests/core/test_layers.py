@@ -8,7 +8,7 @@ from torch import nn
 
 import lorakit
 from lorakit.core import lora_layers, supported_types
-from lorakit.core.state import adapter_state_dict
+from lorakit.io.keys import adapter_state_dict
 
 
 def _hf_conv1d():

@@ -114,6 +114,8 @@ def test_svd_init_matches_peft_and_saves_relative_to_the_original_base(init, tmp
     again = tiny_llama().eval()
     lorakit.load_adapter(again, tmp_path / "ad")
     assert (_logits(again) - expected).abs().max().item() <= 1e-5
+    lorakit.unload(model, merge_first=False)  # the original base back, not the residual
+    assert (_logits(model) - base).abs().max().item() <= 1e-4
 
 
 def test_peft_pissa_converted_adapter_loads_in_lorakit(tmp_path):

@@ -20,7 +20,7 @@ from torch import nn
 
 import lorakit
 from lorakit.core import AdapterConfig, AdapterFile, config_for, lora_layers
-from lorakit.core.state import adapter_state_dict
+from lorakit.io.keys import adapter_state_dict
 
 KEY = "base_model.model.model.layers.0.self_attn.q_proj"
 

@@ -24,8 +24,8 @@ from lorakit.analysis.lowrank import as_matrix
 from lorakit.analysis.spectrum import Spectrum, spectrum_from_factors
 from lorakit.analysis.subspace import Matrix, phi_grid, subspace_dim
 from lorakit.core.registry import delta_matrix, factor_names, kind_for
-from lorakit.core.state import peft_key
 from lorakit.io import AdapterConfig, AdapterFile
+from lorakit.io.keys import peft_key
 
 F = TypeVar("F")
 _LINEAR_NAMES = ("lora_A.weight", "lora_B.weight")

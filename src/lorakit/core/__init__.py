@@ -21,12 +21,13 @@ from lorakit.core.inject import (
 from lorakit.core.layers import LoraLayer
 from lorakit.core.registry import register, supported_types
 from lorakit.core.spec import LoraSpec
-from lorakit.core.state import adapter_state_dict, check_tensors, load_adapter_state, peft_key
+from lorakit.core.state import check_tensors
 from lorakit.core.targeting import PRESETS, Target, select_targets
 from lorakit.core.variants import DORA, LORA
 
 _MOVED_TO_IO = {"AdapterConfig", "AdapterFile", "LoraFactors", "adapter_summary", "config_for", "load_adapter",
-                "read_adapter", "save_adapter", "write_adapter"}
+                "read_adapter", "save_adapter", "write_adapter", "adapter_state_dict",
+                "load_adapter_state", "peft_key"}
 
 
 def __getattr__(name: str):
@@ -40,7 +41,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "DORA", "LORA", "PRESETS", "LoraLayer", "LoraSpec", "MergeReport", "ParameterReport", "Target",
-    "adapter_parameters", "adapter_state_dict", "check_tensors", "disabled", "inject", "load_adapter_state",
-    "lora_layers", "mark_trainable", "merge", "parameter_report", "peft_key", "register", "replace_submodule",
+    "adapter_parameters", "check_tensors", "disabled", "inject",
+    "lora_layers", "mark_trainable", "merge", "parameter_report", "register", "replace_submodule",
     "select_targets", "supported_types", "unload", "unmerge",
 ]

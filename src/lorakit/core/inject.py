@@ -17,7 +17,7 @@ from lorakit.core.layers import LoraLayer
 from lorakit.core.registry import require_kind
 from lorakit.core.spec import BIAS_MODES, LoraSpec
 from lorakit.core.targeting import Target, name_matches, select_targets
-from lorakit.core.variants import subtract_init, variant_for
+from lorakit.core.variants import shift_init, variant_for
 
 SPEC_ATTR = "lorakit_spec"
 TARGETS_ATTR = "lorakit_targets"
@@ -66,7 +66,7 @@ def inject(model: nn.Module, spec: LoraSpec, targets: list[Target] | None = None
     setattr(model, SPEC_ATTR, spec)
     setattr(model, TARGETS_ATTR, targets)
     for layer in layers:
-        subtract_init(layer)
+        shift_init(layer)
     return targets
 
 
@@ -199,6 +199,8 @@ def unload(model: nn.Module, merge_first: bool = True) -> nn.Module:
     else:
         unmerge(model)
     for path, layer in lora_layers(model).items():
+        if not layer.merged:
+            shift_init(layer, +1.0)
         base = layer.base
         # Hand the (possibly moved or merged) parameters back to the base layer under their names.
         for name, _ in list(base.named_parameters(recurse=False)):

@@ -14,6 +14,7 @@ say) may compute something different and must be registered on purpose. Hugging 
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import torch
@@ -33,7 +34,7 @@ def delta_matrix(A: Tensor, B: Tensor) -> Tensor:
 
 
 class LayerKind(Protocol):
-    """What lorakit needs to know about one base layer type."""
+    """What lorakit needs to know about one base layer type (see the module docstring)."""
 
     name: str
     names: tuple[str, str]  # PEFT's tensor names for A and B under the module path
@@ -42,41 +43,46 @@ class LayerKind(Protocol):
 
     def check(self, base: nn.Module, path: str) -> None:
         """Raise ``ValueError`` if this particular layer cannot be adapted (the dry run calls it)."""
-
     def features(self, base: nn.Module) -> tuple[int, int]:
         """(in, out) sizes: ``r·(in + out)`` is the LoRA parameter count (conv: in = C_in·k)."""
-
     def factor_shapes(self, base: nn.Module, r: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Shapes of A and B for rank r, laid out as PEFT stores them."""
-
     def base_forward(self, layer: nn.Module, x: Tensor, bias: bool = True) -> Tensor:
         """The base layer's own forward from ``layer.weight`` (and ``layer.bias`` when ``bias``)."""
-
     def lora_forward(self, layer: nn.Module, x: Tensor, A: Tensor, B: Tensor, p: float, training: bool) -> Tensor:
         """The unscaled LoRA path ``B·A·dropout_p(x)`` in the base output's layout."""
-
     def matrix(self, weight: Tensor) -> Tensor:
         """The base weight as an (out, in) matrix, laid out like ``B·A``."""
-
     def layout(self, matrix: Tensor, base: nn.Module) -> Tensor:
         """An (out, in) matrix laid out like ``base.weight`` (the inverse of :meth:`matrix`)."""
-
     def probe(self, base: nn.Module, generator: torch.Generator) -> Tensor:
         """A random input for ``base`` (merge compares outputs on it)."""
 
 
-class LinearKind:
-    """``nn.Linear``: weight (out, in); A (r, in), B (out, r)."""
+class _Kind:
+    """Defaults shared by the kinds below: PEFT's linear names, nothing extra supported, no checks."""
 
-    name = "linear"
     names = ("lora_A.weight", "lora_B.weight")
-    supports = DENSE
+    supports: frozenset[str] = frozenset()
     fan_in_fan_out = False
 
     def check(self, base, path):
         pass
 
-    def features(self, base: nn.Module) -> tuple[int, int]:
+    def matrix(self, weight):
+        return weight
+
+    def layout(self, matrix, base):
+        return matrix
+
+
+class LinearKind(_Kind):
+    """``nn.Linear``: weight (out, in); A (r, in), B (out, r)."""
+
+    name = "linear"
+    supports = DENSE
+
+    def features(self, base):
         return base.in_features, base.out_features
 
     def factor_shapes(self, base, r):
@@ -89,12 +95,6 @@ class LinearKind:
     def lora_forward(self, layer, x, A, B, p, training):
         return lora_linear(x, A, B, p if training else 0.0)
 
-    def matrix(self, weight):
-        return weight
-
-    def layout(self, matrix, base):
-        return matrix
-
     def probe(self, base, generator):
         return torch.randn(4, self.features(base)[0], generator=generator).to(base.weight)
 
@@ -105,9 +105,8 @@ class HFConv1DKind(LinearKind):
     name = "hf_conv1d"
     fan_in_fan_out = True
 
-    def features(self, base: nn.Module) -> tuple[int, int]:
-        d_in, d_out = base.weight.shape
-        return d_in, d_out
+    def features(self, base):
+        return tuple(base.weight.shape)
 
     def base_forward(self, layer, x, bias=True):
         x2 = x.reshape(-1, x.shape[-1])
@@ -121,33 +120,26 @@ class HFConv1DKind(LinearKind):
         return matrix.T
 
 
-class EmbeddingKind:
+class EmbeddingKind(_Kind):
     """``nn.Embedding``: weight (num, dim); A (r, num) is looked up per token, B (dim, r)."""
 
     name = "embedding"
     names = ("lora_embedding_A", "lora_embedding_B")
-    supports = frozenset()
-    fan_in_fan_out = False
 
-    def check(self, base, path):
-        pass
-
-    def features(self, base: nn.Module) -> tuple[int, int]:
+    def features(self, base):
         return base.num_embeddings, base.embedding_dim
 
     def factor_shapes(self, base, r):
         return (r, base.num_embeddings), (base.embedding_dim, r)
 
     def _embed(self, base: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
-        return F.embedding(x, weight, base.padding_idx, base.max_norm, base.norm_type,
-                           base.scale_grad_by_freq, base.sparse)
+        return F.embedding(x, weight, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq, base.sparse)
 
     def base_forward(self, layer, x, bias=True):
         return self._embed(layer.base, x, layer.weight)
 
     def lora_forward(self, layer, x, A, B, p, training):
-        # No dropout here: x holds token ids, not activations.
-        return self._embed(layer.base, x, A.T) @ B.T
+        return self._embed(layer.base, x, A.T) @ B.T  # no dropout: x holds token ids
 
     def matrix(self, weight):
         return weight.T
@@ -159,17 +151,12 @@ class EmbeddingKind:
         return torch.randint(0, base.num_embeddings, (4, 8), generator=generator).to(base.weight.device)
 
 
-class ConvKind:
+class ConvKind(_Kind):
     """``nn.Conv1d`` / ``nn.Conv2d`` (groups=1, zero padding): A is a conv with the base kernel to r
     channels, B a 1×1 conv from r channels to the output channels, as PEFT lays them out."""
 
-    names = ("lora_A.weight", "lora_B.weight")
-    supports = frozenset()
-    fan_in_fan_out = False
-
     def __init__(self, name: str, conv) -> None:
-        self.name = name
-        self._conv = conv
+        self.name, self._conv = name, conv
 
     def check(self, base, path):
         if base.groups != 1:
@@ -178,23 +165,18 @@ class ConvKind:
             raise ValueError(f"cannot adapt {path!r}: LoRA on convolutions with padding_mode="
                              f"{base.padding_mode!r} is not supported (only 'zeros')")
 
-    def features(self, base: nn.Module) -> tuple[int, int]:
-        k = 1
-        for size in base.kernel_size:
-            k *= size
-        return base.in_channels * k, base.out_channels
+    def features(self, base):
+        return base.in_channels * math.prod(base.kernel_size), base.out_channels
 
     def factor_shapes(self, base, r):
-        ones = (1,) * len(base.kernel_size)
-        return (r, base.in_channels, *base.kernel_size), (base.out_channels, r, *ones)
+        return (r, base.in_channels, *base.kernel_size), (base.out_channels, r, *(1,) * len(base.kernel_size))
 
     def base_forward(self, layer, x, bias=True):
         return conv_forward(layer.base, x, layer.weight, layer.bias if bias else None)
 
     def lora_forward(self, layer, x, A, B, p, training):
         base = layer.base
-        h = self._conv(F.dropout(x, p, training), A, None, base.stride, base.padding, base.dilation)
-        return self._conv(h, B)
+        return self._conv(self._conv(F.dropout(x, p, training), A, None, base.stride, base.padding, base.dilation), B)
 
     def matrix(self, weight):
         return weight.reshape(weight.shape[0], -1)

@@ -31,7 +31,7 @@ SVD_INITS = ("pissa", "olora")
 def init_factors(layer: nn.Module, init: str) -> None:
     """Fill ``layer.lora_A`` / ``lora_B``; for SVD inits also keep ``lora_A0`` / ``lora_B0``.
 
-    The base weight is not touched here (see :func:`subtract_init`), so a failed inject changes nothing.
+    The base weight is not touched here (see :func:`shift_init`), so a failed inject changes nothing.
     """
     A, B = layer.lora_A, layer.lora_B
     with torch.no_grad():
@@ -60,12 +60,13 @@ def init_factors(layer: nn.Module, init: str) -> None:
     layer.register_buffer("lora_B0", B0.to(B.dtype), persistent=False)
 
 
-def subtract_init(layer: nn.Module) -> None:
-    """``W0 ← W0 − s·B0·A0`` after an SVD init, so that the injected model still computes W0."""
+def shift_init(layer: nn.Module, sign: float = -1.0) -> None:
+    """After an SVD init, ``W0 ← W0 − s·B0·A0`` (inject: the model still computes W0); ``sign=+1``
+    puts it back (unload without merging returns the original base, not the residual)."""
     if getattr(layer, "lora_A0", None) is not None:
         with torch.no_grad():
             delta = layer.kind.layout(delta_matrix(layer.lora_A0.float(), layer.lora_B0.float()), layer.base)
-            layer.weight.copy_((layer.weight.float() - layer.scaling * delta).to(layer.weight.dtype))
+            layer.weight.copy_((layer.weight.float() + sign * layer.scaling * delta).to(layer.weight.dtype))
 
 
 class Lora:

@@ -25,10 +25,10 @@ from lorakit.core.inject import SPEC_ATTR, TARGETS_ATTR, inject, lora_layers, un
 from lorakit.core.layers import LoraLayer
 from lorakit.core.registry import delta_matrix, factor_names, kind_for, require_kind
 from lorakit.core.spec import LoraSpec
-from lorakit.core.state import PEFT_PREFIX, adapter_state_dict, load_adapter_state, peft_key
 from lorakit.core.targeting import Target, layer_index, override, select_targets
 from lorakit.core.variants import SVD_INITS
 from lorakit.io.config import CONFIG_NAME, FORMAT_VERSION, AdapterConfig
+from lorakit.io.keys import PEFT_PREFIX, adapter_state_dict, load_adapter_state, peft_key
 
 __all__ = ["AdapterConfig", "AdapterFile", "LoraFactors", "read_adapter", "write_adapter", "save_adapter",
            "load_adapter", "peft_key"]
