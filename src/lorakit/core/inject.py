@@ -156,7 +156,7 @@ def merge(model: nn.Module) -> MergeReport:
     with torch.no_grad():
         weights = []
         for layer in layers:
-            merged = layer.variant.merged(layer, layer.weight.float())
+            merged = layer.variant.merged(layer, layer.weight.float(), remember=True)
             if not torch.isfinite(merged).all():
                 raise ValueError(f"refusing to merge: the adapter's update is not finite in {type(layer.base).__name__}")
             weights.append(merged)

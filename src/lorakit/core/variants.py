@@ -93,8 +93,9 @@ class Lora:
         """Per-output scale ``c`` with ``h = c ⊙ (W0·x + s·B·A·x) + b`` (serve's banks), or None."""
         return None
 
-    def merged(self, layer: nn.Module, weight: Tensor) -> Tensor:
-        """The merged weight (fp32, base layout) from the current base ``weight`` (fp32)."""
+    def merged(self, layer: nn.Module, weight: Tensor, remember: bool = False) -> Tensor:
+        """The merged weight (fp32, base layout) from the current base ``weight`` (fp32);
+        ``remember``: keep on the layer what :meth:`unmerged` needs (merge does)."""
         return weight + layer.lora_delta()
 
     def unmerged(self, layer: nn.Module, weight: Tensor) -> Tensor:
@@ -136,9 +137,11 @@ class Dora(Lora):
         scale = (layer.lora_magnitude / self.norm(layer, layer.weight)).to(out.dtype)
         return out + (scale - 1) * plain + scale * layer.lora_path(xd, dropout=False).to(out.dtype)
 
-    def merged(self, layer, weight):
-        layer.merge_norm = self.norm(layer, weight)
-        factor = (layer.lora_magnitude.float() / layer.merge_norm)[:, None]
+    def merged(self, layer, weight, remember=False):
+        norm = self.norm(layer, weight)
+        if remember:  # the merged weight's row norms are m: ‖W0 + s·B·A‖ cannot be recovered from it
+            layer.merge_norm = norm
+        factor = (layer.lora_magnitude.float() / norm)[:, None]
         return layer.kind.layout(factor * layer.kind.matrix(weight + layer.lora_delta()), layer.base)
 
     def unmerged(self, layer, weight):
