@@ -31,7 +31,8 @@ def test_cli_options_become_spec_arguments():
 
 @pytest.mark.parametrize("kw, match", [(dict(layers="3-1"), "layers must"), (dict(rank_pattern=("q",)), "rank_pattern"),
                                        (dict(alpha_pattern=("q=-1",)), "alpha_pattern"), (dict(init="lora"), "init"),
-                                       (dict(lora_plus_ratio=0.0), "lora_plus_ratio")])
+                                       (dict(lora_plus_ratio=0.0), "lora_plus_ratio"),
+                                       (dict(full=True, dora=True), "trains no adapter")])
 def test_bad_values_raise(kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw)

@@ -135,7 +135,11 @@ class TrainConfig:
             raise ValueError(f"init must be one of {', '.join(LORA_INITS)}, got {self.init!r}")
         if self.lora_plus_ratio is not None and not (math.isfinite(self.lora_plus_ratio) and self.lora_plus_ratio > 0):
             raise ValueError(f"lora_plus_ratio must be a finite number > 0, got {self.lora_plus_ratio!r}")
-        self.variant_options()  # parses --layers and the patterns: bad ones raise here, before any work
+        options = self.variant_options()  # parses --layers and the patterns: bad ones raise here, before any work
+        given = [k for k, v in options.items() if v not in (False, None, "kaiming", {})]
+        if self.method != "lora" and (given or self.lora_plus_ratio is not None):
+            raise ValueError(f"--{self.method} trains no adapter: drop the LoRA option(s) "
+                             f"{', '.join(given + (['lora_plus_ratio'] if self.lora_plus_ratio else []))}")
 
     def variant_options(self) -> dict[str, Any]:
         """The ``LoraSpec`` keyword arguments of the variant block (dora, rslora, init, layers, patterns)."""
