@@ -17,14 +17,31 @@ PLOT_FILE = "loss.png"
 
 
 def peak_memory_mb(device: torch.device | None = None) -> float:
-    """Peak memory of this process in MiB: CUDA allocations on a GPU, resident set size on CPU.
+    """Peak memory of this process in MiB: CUDA allocations on a GPU, peak resident set size on CPU.
 
-    ``ru_maxrss`` is in KiB on Linux and in bytes on macOS.
+    On Linux the peak RSS is ``VmHWM`` of ``/proc/self/status``: this process's own high-water mark.
+    ``ru_maxrss`` is not used there because it survives ``exec`` (a process started from a big parent
+    would report the parent's peak). Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS).
     """
     if device is not None and device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    hwm = _status_kib("VmHWM")
+    if hwm is not None:
+        return hwm / 2**10
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def _status_kib(key: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (Linux), or None where there is none."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def folder_bytes(path: str | Path) -> int:
