@@ -32,6 +32,50 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS; False where Linux does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")  # "5": reset the peak resident set size (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """Peak memory of each phase of a run (load, base evaluation, training, final evaluation).
+
+    Starting a phase closes the previous one and resets the high-water mark (VmHWM on Linux, CUDA's
+    peak statistics on a GPU), so each phase reports its own peak; :meth:`overall` is the largest, the
+    whole process's peak. Where the mark cannot be reset, each phase reports the peak so far.
+    """
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.device = device
+        self.peaks: dict[str, float] = {}
+        self._phase: str | None = None
+
+    def phase(self, name: str) -> None:
+        """Close the current phase and start ``name``."""
+        self.stop()
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            reset_peak_rss()
+        self._phase = name
+
+    def stop(self) -> None:
+        """Close the current phase (if any), recording its peak."""
+        if self._phase is not None:
+            self.peaks[self._phase] = max(self.peaks.get(self._phase, 0.0), peak_memory_mb(self.device))
+            self._phase = None
+
+    def overall(self) -> float:
+        """The process's peak over all phases so far (MiB)."""
+        self.stop()
+        return max(self.peaks.values(), default=peak_memory_mb(self.device))
+
+
 def _status_kib(key: str) -> int | None:
     """A ``kB`` field of ``/proc/self/status`` (Linux), or None where there is none."""
     try:

@@ -25,7 +25,7 @@ from lorakit.train.distributed import DistContext, init_distributed, shutdown_di
 from lorakit.train.evaluate import evaluate_dataset, evaluate_loss
 from lorakit.train.loop import LoopResult, Selection, train_loop
 from lorakit.train.memory import apply_memory_options, resolve_memory_options
-from lorakit.train.outputs import METRICS_FILE, PLOT_FILE, folder_bytes, peak_memory_mb, plot_loss, write_json
+from lorakit.train.outputs import METRICS_FILE, PLOT_FILE, PeakMemory, folder_bytes, plot_loss, write_json
 
 HEAD_NAMES = ("classifier", "score")  # sequence-classification heads of BERT-like / decoder models
 TASK_TYPES = {"classify": "SEQ_CLS", "generate": "CAUSAL_LM"}  # PEFT's task_type values
@@ -144,6 +144,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
+    memory = PeakMemory(ctx.device)  # each phase's own peak: evaluation must not set the run's peak
+    memory.phase("load")
     p = prepare(cfg, ctx)
     cfg, model, out = p.cfg, p.loaded.model, Path(p.cfg.out)
     show = cfg.progress and ctx.is_main
@@ -151,6 +153,7 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "train_config.json", cfg.to_json())
     base_metrics, base_file = None, out / "base_metrics.json"
+    memory.phase("base_eval")
     if cfg.base_eval and ctx.is_main:
         if cfg.resume and base_file.is_file():  # evaluated before the interruption: same base, same result
             base_metrics = json.loads(base_file.read_text())
@@ -166,9 +169,10 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
     report = parameter_report(model)
     total_steps = total_steps_for(cfg, len(p.train))
     evaluate, selection = selection_eval(p)
+    memory.phase("train")
     result: LoopResult = train_loop(model, p.train.examples, p.collate, cfg, total_steps, ctx=ctx, out_dir=out,
                                     evaluate=evaluate, selection=selection, resume=cfg.resume)
-    train_peak_mb = peak_memory_mb(ctx.device)  # before the final evaluation, which must not set the peak
+    memory.phase("final_eval")
     summary: dict[str, Any] = {
         "stopped": result.stopped, "step": result.state.step, "total_steps": total_steps,
         "trainable_params": report.trainable, "total_params": report.total,
@@ -190,8 +194,8 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
         "last_eval": result.state.last_eval, **summary,
         "skipped_steps": result.state.skipped_steps, "tokens_seen": result.state.tokens_seen,
         "tokens_per_second": result.tokens_per_second, "train_seconds": result.state.train_seconds,
-        "wall_seconds": time.perf_counter() - wall, "peak_memory_mb": peak_memory_mb(ctx.device),
-        "train_peak_memory_mb": train_peak_mb,
+        "wall_seconds": time.perf_counter() - wall, "peak_memory_mb": memory.overall(),
+        "peak_memory_phases_mb": memory.peaks,
         "device": str(ctx.device), "processes": ctx.world_size, **saved,
         "config": cfg.to_json(),
     }
