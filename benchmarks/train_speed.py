@@ -1,18 +1,30 @@
-"""Training speed and memory: lorakit LoRA vs PEFT LoRA vs full fine-tuning, side by side.
+"""Training speed and memory: lorakit LoRA (fp32 / bf16 / checkpointed / nf4) vs PEFT vs full fine-tuning.
 
-For each model (``minilm`` classification, ``smollm2`` causal LM) and each method, a fresh Python
-process loads the model, builds the same optimizer (AdamW) over the trainable parameters, runs
-``--warmup`` untimed steps and then ``--steps`` timed steps on fixed-shape batches, and reports tokens
-per second and its own peak resident memory (``ru_maxrss``). Methods share model, targets (q and v
-projections, plus the classification head for minilm), rank, alpha, batch, sequence length and
-optimizer; only the LoRA implementation differs. Repetitions run round-robin over the configurations
-(A B C A B C …) so that load from other processes on a shared machine hits them alike; the report
-gives medians.
+Each measurement is a fresh Python process that loads the model, builds AdamW over the trainable
+parameters, runs ``--warmup`` untimed steps and ``--steps`` timed steps on fixed-shape batches, and
+reports tokens per second and its own peak resident memory: ``VmHWM`` of ``/proc/self/status``, a
+per-process high-water mark (``ru_maxrss`` is not used: it survives ``exec``, so a child started from
+a big parent would report the parent's peak). Model loading is part of the peak, as it is for a user.
+
+Methods (all LoRA ones: rank 8, alpha 16, dropout 0, the same targets; minilm also trains its head):
+
+- ``lorakit-fp32`` / ``lorakit-bf16``: ``lorakit.train``'s own path (``make_trainable`` + ``summed_loss``,
+  i.e. the chunked causal-LM loss) with ``base_dtype`` fp32 / bf16;
+  ``lorakit-bf16-ckpt`` / ``lorakit-nf4-ckpt`` / ``lorakit-int8-ckpt`` add ``checkpointing``.
+- ``peft-fp32``: PEFT's default (fp32 model, the model's own loss); ``peft-bf16``: the same under
+  ``torch.autocast(bf16)``; ``peft-bf16-ckpt``: autocast plus transformers' gradient checkpointing;
+  ``peft-qlora``: transformers + bitsandbytes nf4 (bf16 compute), ``prepare_model_for_kbit_training``
+  with gradient checkpointing, then PEFT (the QLoRA recipe).
+- ``full-fp32``: full fine-tuning, fp32, the model's own loss.
+
+Repetitions run round-robin over the configurations (A B C A B C …) so that load from other
+processes on a shared machine hits them alike; the report gives medians.
 
     python benchmarks/train_speed.py                       # writes benchmarks/results/train_speed.{json,md}
-    python benchmarks/train_speed.py --models minilm --reps 3 --steps 10
+    python benchmarks/train_speed.py --models smollm2 --methods lorakit-bf16 peft-fp32 --reps 3 --steps 10
+    python benchmarks/train_speed.py --configs smollm2/lorakit-bf16 --reps 1 --steps 1 --warmup 0 --shape smollm2=1x16
 
-PEFT is imported here only, never by lorakit.
+PEFT is imported here only, never by lorakit. ``train_scaling.py`` reuses :func:`worker`.
 """
 
 from __future__ import annotations
@@ -21,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,75 +40,137 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("lorakit", "peft", "full")
-# model -> (task, batch size, sequence length, target module names for PEFT)
-SHAPES = {
-    "minilm": ("classify", 32, 64, ["query", "value"]),
-    "smollm2": ("generate", 4, 128, ["q_proj", "v_proj"]),
-}
+METHODS = ("lorakit-fp32", "lorakit-bf16", "lorakit-bf16-ckpt", "lorakit-nf4-ckpt", "peft-fp32", "peft-bf16",
+           "peft-bf16-ckpt", "peft-qlora", "full-fp32")
+EXTRA_METHODS = ("lorakit-int8-ckpt", "lorakit-fp32-ckpt")
+# model -> (task, batch size, sequence length)
+SHAPES = {"minilm": ("classify", 32, 64), "smollm2": ("generate", 8, 128)}
+# lorakit target preset -> module names PEFT is given, per model family
+PEFT_TARGETS = {("minilm", "qv"): ["query", "value"], ("minilm", "all-linear"): "all-linear",
+                ("llama", "qv"): ["q_proj", "v_proj"], ("llama", "all-linear"): "all-linear"}
 RANK, ALPHA, LR = 8, 16.0, 1e-4
 
 
-def worker(model_name: str, method: str, warmup: int, steps: int, threads: int) -> dict:
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM) in MiB."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def _method_parts(method: str) -> tuple[str, str | None, bool]:
+    """("lorakit"|"peft"|"full", base dtype or variant, checkpointing)."""
+    parts = method.split("-")
+    return parts[0], parts[1] if len(parts) > 1 else None, parts[-1] == "ckpt"
+
+
+def build_model(model_name: str, task: str, dtype, quantize_peft: bool = False):
+    """An embedded model (by name) or a random-init Llama from ``train_scaling.LLAMA_SIZES``."""
+    import torch
+
+    if model_name in SHAPES:
+        from lorakit.models import load_model
+
+        if quantize_peft:
+            from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+            from lorakit.models import resolve_model_path
+
+            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+            return AutoModelForCausalLM.from_pretrained(resolve_model_path(model_name), quantization_config=q,
+                                                        dtype=torch.bfloat16, device_map="cpu")
+        return load_model(model_name, task, num_labels=2 if task == "classify" else None, dtype=dtype).model
+    from train_scaling import random_llama
+
+    if quantize_peft:
+        raise ValueError("peft-qlora needs a checkpoint to quantize; the scaling series has none")
+    return random_llama(model_name, dtype)
+
+
+def worker(model_name: str, method: str, warmup: int, steps: int, threads: int, batch: int, length: int,
+           targets: str = "qv") -> dict:
     """One configuration in this (fresh) process: returns tokens/s and peak RSS."""
     import torch
 
     torch.set_num_threads(threads)
-    from lorakit.models import load_model
-
-    task, batch, length, peft_targets = SHAPES[model_name]
+    kind, variant, ckpt = _method_parts(method)
+    task = SHAPES[model_name][0] if model_name in SHAPES else "generate"
     torch.manual_seed(0)
-    loaded = load_model(model_name, task, num_labels=2 if task == "classify" else None)
-    model = loaded.model
-    heads = ("classifier",) if task == "classify" else ()
-    if method == "lorakit":
-        from lorakit.core import LoraSpec, inject
+    autocast = kind == "peft" and variant == "bf16"
+    if kind == "lorakit":
+        from lorakit.models.precision import load_dtype
+        from lorakit.train.config import TrainConfig
+        from lorakit.train.objectives import loss_terms, summed_loss
+        from lorakit.train.runner import make_trainable
 
-        inject(model, LoraSpec(r=RANK, alpha=ALPHA, dropout=0.0, targets=("qv",), modules_to_save=heads))
-    elif method == "peft":
-        from peft import LoraConfig, get_peft_model
-
-        config = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=peft_targets,
-                            modules_to_save=list(heads) or None)
-        model = get_peft_model(model, config)
+        cfg = TrainConfig(task=task, rank=RANK, alpha=ALPHA, dropout=0.0, targets=(targets,), base_dtype=variant,
+                          checkpointing=ckpt)
+        model = build_model(model_name, task, load_dtype(variant, torch.device("cpu")))
+        make_trainable(model, cfg)
     else:
-        for p in model.parameters():
-            p.requires_grad = True
+        model = build_model(model_name, task, torch.float32, quantize_peft=variant == "qlora")
+        if kind == "peft":
+            from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+            family = "minilm" if task == "classify" else "llama"
+            if variant == "qlora":
+                model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                                        gradient_checkpointing_kwargs={"use_reentrant": False})
+            elif ckpt:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            config = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=PEFT_TARGETS[family, targets],
+                                modules_to_save=["classifier"] if task == "classify" else None)
+            model = get_peft_model(model, config)
+        else:
+            for p in model.parameters():
+                p.requires_grad = True
+            if ckpt:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=LR)
-    vocab = model.config.vocab_size if hasattr(model, "config") else 1000
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, min(vocab, 20000), (batch, length), generator=gen)
+    vocab = model.config.vocab_size
+    ids = torch.randint(min(1000, vocab // 2), min(20000, vocab), (batch, length), generator=gen)
     mask = torch.ones_like(ids)
     labels = torch.randint(0, 2, (batch,), generator=gen) if task == "classify" else ids.clone()
+    batch_dict = {"input_ids": ids, "attention_mask": mask, "labels": labels}
     model.train()
 
-    def step() -> None:
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    def step() -> float:
+        if kind == "lorakit":
+            loss = summed_loss(task, model, batch_dict) / loss_terms(task, batch_dict)
+        else:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return float(loss)
 
     for _ in range(warmup):
         step()
     started = time.perf_counter()
-    for _ in range(steps):
-        step()
+    losses = [step() for _ in range(steps)]
     seconds = time.perf_counter() - started
     return {
-        "model": model_name, "method": method, "tokens_per_s": batch * length * steps / seconds,
-        "seconds_per_step": seconds / steps, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "trainable_params": sum(p.numel() for p in trainable),
+        "model": model_name, "method": method, "targets": targets, "batch": batch, "length": length,
+        "tokens_per_s": batch * length * steps / seconds, "seconds_per_step": seconds / steps,
+        "peak_rss_mb": peak_rss_mb(), "trainable_params": sum(p.numel() for p in trainable),
+        "total_params": sum(p.numel() for p in model.parameters()), "last_loss": losses[-1] if losses else None,
     }
 
 
-def _spawn(model: str, method: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--worker", model, method, "--warmup", str(args.warmup),
-           "--steps", str(args.steps), "--threads", str(args.threads), *[f"--shape={s}" for s in args.shape]]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+def spawn(model: str, method: str, args: argparse.Namespace, batch: int, length: int, script: str = __file__) -> dict:
+    """Run :func:`worker` in a fresh process (its own VmHWM) and return its result."""
+    cmd = [sys.executable, script, "--worker", model, method, str(batch), str(length), "--warmup", str(args.warmup),
+           "--steps", str(args.steps), "--threads", str(args.threads), "--targets", args.targets]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
     if done.returncode != 0:
-        raise RuntimeError(f"{model}/{method} failed:\n{done.stderr[-2000:]}")
+        return {"model": model, "method": method, "error": done.stderr.strip().splitlines()[-1:] or ["?"]}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -106,81 +179,127 @@ def summarise(runs: list[dict]) -> list[dict]:
     rows = []
     for model in dict.fromkeys(r["model"] for r in runs):
         med = {}
-        for method in METHODS:
-            mine = [r for r in runs if r["model"] == model and r["method"] == method]
-            if mine:
-                med[method] = {
-                    "tokens_per_s": statistics.median(r["tokens_per_s"] for r in mine),
-                    "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in mine),
-                    "trainable_params": mine[0]["trainable_params"], "reps": len(mine),
-                    "tokens_per_s_all": [round(r["tokens_per_s"], 1) for r in mine],
-                }
+        for method in dict.fromkeys(r["method"] for r in runs if r["model"] == model):
+            mine = [r for r in runs if r["model"] == model and r["method"] == method and "error" not in r]
+            if not mine:
+                rows.append({"model": model, "method": method, "error": next(
+                    r["error"] for r in runs if r["model"] == model and r["method"] == method)})
+                continue
+            med[method] = {
+                "tokens_per_s": statistics.median(r["tokens_per_s"] for r in mine),
+                "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in mine),
+                "trainable_params": mine[0]["trainable_params"], "reps": len(mine),
+                "batch": mine[0]["batch"], "length": mine[0]["length"],
+                "tokens_per_s_all": [round(r["tokens_per_s"], 1) for r in mine],
+                "peak_rss_mb_all": [round(r["peak_rss_mb"]) for r in mine],
+            }
         for method, m in med.items():
             row = {"model": model, "method": method, **m}
-            if method == "lorakit" and "peft" in med:
-                row["speed_vs_peft"] = m["tokens_per_s"] / med["peft"]["tokens_per_s"]
-                row["memory_vs_peft"] = m["peak_rss_mb"] / med["peft"]["peak_rss_mb"]
-            if method in ("lorakit", "peft") and "full" in med:
-                row["speed_vs_full"] = m["tokens_per_s"] / med["full"]["tokens_per_s"]
+            for ref, key in (("peft-fp32", "speed_vs_peft_fp32"), ("peft-bf16", "speed_vs_peft_bf16")):
+                if ref in med and method != ref:
+                    row[key] = m["tokens_per_s"] / med[ref]["tokens_per_s"]
+            for ref, key in (("peft-fp32", "memory_vs_peft_fp32"), ("full-fp32", "memory_vs_full")):
+                if ref in med and method != ref:
+                    row[key] = m["peak_rss_mb"] / med[ref]["peak_rss_mb"]
             rows.append(row)
     return rows
+
+
+RATIOS = ("speed_vs_peft_fp32", "speed_vs_peft_bf16", "memory_vs_peft_fp32", "memory_vs_full")
 
 
 def markdown(rows: list[dict], args: argparse.Namespace) -> str:
     """The results as a markdown table with the setup above it."""
     lines = [
-        "# Training speed: lorakit LoRA vs PEFT LoRA vs full fine-tuning", "",
-        f"CPU, {args.threads} thread(s), {platform.processor() or platform.machine()}; "
-        f"median of {args.reps} repetitions, each a fresh process: {args.warmup} warm-up + {args.steps} timed "
-        f"steps; AdamW; LoRA r={RANK}, alpha={ALPHA:g}, q/v projections (+ head for minilm); "
-        "peak memory = the process's ru_maxrss (model load included).", "",
-        "| model | shape (batch×len) | method | trainable params | tokens/s | peak RSS (MiB) | vs PEFT speed | vs PEFT memory | vs full speed |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "# Training speed and memory: lorakit LoRA vs PEFT LoRA vs full fine-tuning", "",
+        f"CPU ({platform.machine()}, {os.cpu_count()} cores), {args.threads} thread(s) per run; median of {args.reps} "
+        f"round-robin repetitions, each a fresh process: {args.warmup} warm-up + {args.steps} timed steps; AdamW; "
+        f"LoRA r={RANK}, alpha={ALPHA:g}, dropout 0, targets {args.targets} (+ head for minilm); peak memory = "
+        "the process's VmHWM (model load included).", "",
+        f"Command: `python benchmarks/train_speed.py {' '.join(sys.argv[1:])}`", "",
+        "| model | batch×len | method | trainable params | tokens/s | peak RSS (MiB) | speed vs PEFT fp32 "
+        "| speed vs PEFT bf16 autocast | memory vs PEFT fp32 | memory vs full FT |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        _, b, n, _ = SHAPES[r["model"]]
-        ratio = [f"{r[k]:.2f}×" if k in r else "" for k in ("speed_vs_peft", "memory_vs_peft", "speed_vs_full")]
-        lines.append(f"| {r['model']} | {b}×{n} | {r['method']} | {r['trainable_params']:,} | {r['tokens_per_s']:.0f} "
-                     f"| {r['peak_rss_mb']:.0f} | {' | '.join(ratio)} |")
+        if "error" in r:
+            lines.append(f"| {r['model']} | | {r['method']} | failed: {' '.join(r['error'])[:120]} | | | | | | |")
+            continue
+        ratio = [f"{r[k]:.2f}×" if k in r else "" for k in RATIOS]
+        lines.append(f"| {r['model']} | {r['batch']}×{r['length']} | {r['method']} | {r['trainable_params']:,} "
+                     f"| {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {' | '.join(ratio)} |")
     return "\n".join(lines) + "\n"
+
+
+def _parse_shapes(specs: list[str]) -> dict[str, tuple[int, int]]:
+    shapes = {m: (b, n) for m, (_, b, n) in SHAPES.items()}
+    for spec in specs:
+        name, _, shape = spec.partition("=")
+        batch, _, length = shape.partition("x")
+        if name not in SHAPES or not batch.isdigit() or not length.isdigit():
+            raise SystemExit(f"error: --shape wants MODEL=BxL with MODEL in {', '.join(SHAPES)}, got {spec!r}")
+        shapes[name] = (int(batch), int(length))
+    return shapes
+
+
+def common_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared with train_scaling.py."""
+    parser.add_argument("--worker", nargs=4, metavar=("MODEL", "METHOD", "BATCH", "LENGTH"), help=argparse.SUPPRESS)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per worker")
+    parser.add_argument("--targets", default="qv", choices=("qv", "all-linear"))
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds per measurement before it counts as failed")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default=None, help="stem of the result files")
+
+
+def run_worker_if_asked(args: argparse.Namespace) -> bool:
+    """In a worker process: measure, print one JSON line, and say so."""
+    if not args.worker:
+        return False
+    model, method, batch, length = args.worker
+    print(json.dumps(worker(model, method, args.warmup, args.steps, args.threads, int(batch), int(length),
+                            args.targets)))
+    return True
 
 
 def main() -> int:
     """Run every configuration round-robin and write JSON + markdown."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worker", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
+    common_options(parser)
     parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (1: robust on a busy machine)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS + EXTRA_METHODS))
+    parser.add_argument("--configs", nargs="+", default=None, metavar="MODEL/METHOD",
+                        help="explicit configurations instead of --models × --methods")
     parser.add_argument("--shape", action="append", default=[], metavar="MODEL=BxL",
                         help="override a model's batch×length, e.g. smollm2=4x64")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    for spec in args.shape:
-        name, _, shape = spec.partition("=")
-        batch, _, length = shape.partition("x")
-        task, _, _, targets = SHAPES[name]
-        SHAPES[name] = (task, int(batch), int(length), targets)
-    if args.worker:
-        print(json.dumps(worker(*args.worker, args.warmup, args.steps, args.threads)))
+    if run_worker_if_asked(args):
         return 0
+    shapes = _parse_shapes(args.shape)
+    configs = [tuple(c.split("/", 1)) for c in args.configs] if args.configs else [
+        (m, k) for m in args.models for k in args.methods if not (m == "minilm" and k == "peft-qlora")]
+    for model, method in configs:
+        if model not in SHAPES or method not in METHODS + EXTRA_METHODS:
+            raise SystemExit(f"error: unknown configuration {model}/{method}")
     runs = []
     for rep in range(args.reps):
-        for model in args.models:
-            for method in args.methods:
-                result = _spawn(model, method, args)
-                runs.append({**result, "rep": rep})
-                print(f"rep {rep} {model:8s} {method:8s} {result['tokens_per_s']:8.0f} tokens/s "
-                      f"{result['peak_rss_mb']:7.0f} MiB", flush=True)
+        for model, method in configs:
+            result = spawn(model, method, args, *shapes[model])
+            runs.append({**result, "rep": rep})
+            shown = f"failed: {result['error']}" if "error" in result else (
+                f"{result['tokens_per_s']:8.1f} tokens/s {result['peak_rss_mb']:7.0f} MiB")
+            print(f"rep {rep} {model:8s} {method:18s} {shown}", flush=True)
     rows = summarise(runs)
     args.out.mkdir(parents=True, exist_ok=True)
-    setup = {k: v for k, v in vars(args).items() if k in ("reps", "warmup", "steps", "threads")}
-    setup["shapes"] = {m: {"batch": b, "length": n} for m, (_, b, n, _) in SHAPES.items()}
-    (args.out / "train_speed.json").write_text(json.dumps({"setup": setup, "summary": rows, "runs": runs}, indent=2) + "\n")
-    (args.out / "train_speed.md").write_text(markdown(rows, args))
+    name = args.name or "train_speed"
+    setup = {k: v for k, v in vars(args).items() if k in ("reps", "warmup", "steps", "threads", "targets")}
+    setup["shapes"] = {m: {"batch": b, "length": n} for m, (b, n) in shapes.items()}
+    setup["command"] = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
+    (args.out / f"{name}.json").write_text(json.dumps({"setup": setup, "summary": rows, "runs": runs}, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(markdown(rows, args))
     print(markdown(rows, args))
     return 0
 

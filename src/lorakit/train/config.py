@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from lorakit.models.precision import BASE_DTYPES
+
 # (method, task) -> peak learning rate. LoRA on a small sentence encoder wants a high rate (its head
 # starts from scratch and B from zero); full fine-tuning the usual 2e-5 (Devlin et al.); BitFit 1e-3.
 DEFAULT_LR: dict[tuple[str, str], float] = {
@@ -98,6 +100,13 @@ class TrainConfig:
     device: str = _opt("auto", "auto (cuda when available), cpu or cuda", choices=DEVICES)
     progress: bool = _opt(True, "show a progress bar")
     threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
+    # -- memory and speed -----------------------------------------------------------------------
+    base_dtype: str = _opt("auto", "type of the frozen base weights: fp32, bf16, fp16, or int8/nf4 (quantized Linear "
+                           "layers, bitsandbytes); auto: bf16 where the hardware multiplies bf16 natively, else "
+                           "fp32. LoRA factors and AdamW state stay fp32. --full/--bitfit train in fp32",
+                           choices=("auto", *BASE_DTYPES))
+    checkpointing: bool = _opt(False, "activation checkpointing: recompute each transformer block in backward "
+                               "(far less activation memory, about a third more compute; same gradients)")
 
     def __post_init__(self) -> None:
         if isinstance(self.targets, str):
@@ -140,6 +149,7 @@ class TrainConfig:
         if self.method != "lora" and (given or self.lora_plus_ratio is not None):
             raise ValueError(f"--{self.method} trains no adapter: drop the LoRA option(s) "
                              f"{', '.join(given + (['lora_plus_ratio'] if self.lora_plus_ratio else []))}")
+        _check_memory_options(self)
 
     def variant_options(self) -> dict[str, Any]:
         """The ``LoraSpec`` keyword arguments of the variant block (dora, rslora, init, layers, patterns)."""
@@ -207,6 +217,16 @@ def _index_range(part: str) -> range:
     if first < 0 or last < first:
         raise ValueError(part)
     return range(first, last + 1)
+
+
+def _check_memory_options(cfg: TrainConfig) -> None:
+    """base_dtype is a known name, and only LoRA has a frozen base to put in it."""
+    allowed = ("auto", *BASE_DTYPES)
+    if cfg.base_dtype not in allowed:
+        raise ValueError(f"base_dtype must be one of {', '.join(allowed)}, got {cfg.base_dtype!r}")
+    if cfg.method != "lora" and cfg.base_dtype not in ("auto", "fp32"):
+        raise ValueError(f"base_dtype {cfg.base_dtype} applies to LoRA's frozen base; --{cfg.method} trains "
+                         f"every {'weight' if cfg.full else 'bias'} in fp32 (leave base_dtype at auto or fp32)")
 
 
 def _slug(name: str) -> str:

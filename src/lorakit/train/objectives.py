@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IGNORE_INDEX = -100  # label value of prompt and padding positions (CausalLMCollator's convention)
+from lorakit.train.losses import IGNORE_INDEX, causal_lm_summed_loss
 
 
 def loss_terms(task: str, batch: dict[str, Tensor]) -> int:
@@ -23,15 +23,16 @@ def loss_terms(task: str, batch: dict[str, Tensor]) -> int:
 
 
 def summed_loss(task: str, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-    """Sum of the cross-entropy terms of ``batch`` (fp32 logits for a stable log-softmax)."""
+    """Sum of the cross-entropy terms of ``batch`` (fp32 logits for a stable log-softmax).
+
+    Causal LMs go through :func:`~lorakit.train.losses.causal_lm_summed_loss` (no full logits).
+    """
+    if task != "classify":
+        return causal_lm_summed_loss(model, batch)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     logits = out.logits if hasattr(out, "logits") else out[0]
     labels = batch["labels"]
-    if task == "classify":
-        return F.cross_entropy(logits.float(), labels, reduction="sum")
-    # Token t predicts token t+1: drop the last position's logits and the first label.
-    shifted = logits[:, :-1, :].reshape(-1, logits.shape[-1]).float()
-    return F.cross_entropy(shifted, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    return F.cross_entropy(logits.float(), labels, reduction="sum")
 
 
 def batch_tokens(batch: dict[str, Tensor]) -> int:

@@ -17,14 +17,75 @@ PLOT_FILE = "loss.png"
 
 
 def peak_memory_mb(device: torch.device | None = None) -> float:
-    """Peak memory of this process in MiB: CUDA allocations on a GPU, resident set size on CPU.
+    """Peak memory of this process in MiB: CUDA allocations on a GPU, peak resident set size on CPU.
 
-    ``ru_maxrss`` is in KiB on Linux and in bytes on macOS.
+    On Linux the peak RSS is ``VmHWM`` of ``/proc/self/status``: this process's own high-water mark.
+    ``ru_maxrss`` is not used there because it survives ``exec`` (a process started from a big parent
+    would report the parent's peak). Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS).
     """
     if device is not None and device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    hwm = _status_kib("VmHWM")
+    if hwm is not None:
+        return hwm / 2**10
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS; False where Linux does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")  # "5": reset the peak resident set size (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """Peak memory of each phase of a run (load, base evaluation, training, final evaluation).
+
+    Starting a phase closes the previous one and resets the high-water mark (VmHWM on Linux, CUDA's
+    peak statistics on a GPU), so each phase reports its own peak; :meth:`overall` is the largest, the
+    whole process's peak. Where the mark cannot be reset, each phase reports the peak so far.
+    """
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.device = device
+        self.peaks: dict[str, float] = {}
+        self._phase: str | None = None
+
+    def phase(self, name: str) -> None:
+        """Close the current phase and start ``name``."""
+        self.stop()
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            reset_peak_rss()
+        self._phase = name
+
+    def stop(self) -> None:
+        """Close the current phase (if any), recording its peak."""
+        if self._phase is not None:
+            self.peaks[self._phase] = max(self.peaks.get(self._phase, 0.0), peak_memory_mb(self.device))
+            self._phase = None
+
+    def overall(self) -> float:
+        """The process's peak over all phases so far (MiB)."""
+        self.stop()
+        return max(self.peaks.values(), default=peak_memory_mb(self.device))
+
+
+def _status_kib(key: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (Linux), or None where there is none."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def folder_bytes(path: str | Path) -> int:

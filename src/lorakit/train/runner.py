@@ -24,7 +24,8 @@ from lorakit.train.config import TrainConfig
 from lorakit.train.distributed import DistContext, init_distributed, shutdown_distributed
 from lorakit.train.evaluate import evaluate_dataset, evaluate_loss
 from lorakit.train.loop import LoopResult, Selection, train_loop
-from lorakit.train.outputs import METRICS_FILE, PLOT_FILE, folder_bytes, peak_memory_mb, plot_loss, write_json
+from lorakit.train.memory import apply_memory_options, resolve_memory_options
+from lorakit.train.outputs import METRICS_FILE, PLOT_FILE, PeakMemory, folder_bytes, plot_loss, write_json
 
 HEAD_NAMES = ("classifier", "score")  # sequence-classification heads of BERT-like / decoder models
 TASK_TYPES = {"classify": "SEQ_CLS", "generate": "CAUSAL_LM"}  # PEFT's task_type values
@@ -53,13 +54,13 @@ def make_trainable(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
         spec = LoraSpec(r=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, targets=cfg.targets,
                         modules_to_save=heads, **cfg.variant_options())
         targets = inject(model, spec)
-        return {"lora_modules": len(targets)}
+        return {"lora_modules": len(targets), **apply_memory_options(model, cfg)}
     for name, param in model.named_parameters():
         if cfg.method == "full":
             param.requires_grad = True
         else:  # BitFit (Ben Zaken et al. 2022): biases, plus the task head that starts from scratch
             param.requires_grad = name.endswith("bias") or name.split(".")[0] in heads
-    return {}
+    return apply_memory_options(model, cfg)
 
 
 @dataclass
@@ -84,10 +85,13 @@ def prepare(cfg: TrainConfig, ctx: DistContext) -> Prepared:
         raise ValueError("give a MODEL and a DATA set (on the command line or as model/data in --config)")
     seed_everything(cfg.seed)
     train = load_dataset(cfg.data, "train", cfg.data_root, seed=DATA_SPLIT_SEED)
-    cfg = cfg.resolve(train.task, cfg.model, cfg.data)
+    cfg = resolve_memory_options(cfg.resolve(train.task, cfg.model, cfg.data), ctx.device)
     eval_set = load_dataset(cfg.data, cfg.eval_split, cfg.data_root, seed=DATA_SPLIT_SEED)
     test_set = load_dataset(cfg.data, cfg.test_split, cfg.data_root, seed=DATA_SPLIT_SEED, limit=cfg.eval_limit)
-    loaded = load_model(cfg.model, cfg.task, num_labels=train.num_labels if cfg.task == "classify" else None)
+    from lorakit.models.precision import load_dtype
+
+    loaded = load_model(cfg.model, cfg.task, num_labels=train.num_labels if cfg.task == "classify" else None,
+                        dtype=load_dtype(cfg.base_dtype, ctx.device))
     loaded.model.to(ctx.device)
     if cfg.task == "classify":
         collate = ClassificationCollator(loaded.tokenizer, cfg.max_length)
@@ -140,6 +144,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
+    memory = PeakMemory(ctx.device)  # each phase's own peak: evaluation must not set the run's peak
+    memory.phase("load")
     p = prepare(cfg, ctx)
     cfg, model, out = p.cfg, p.loaded.model, Path(p.cfg.out)
     show = cfg.progress and ctx.is_main
@@ -147,6 +153,7 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "train_config.json", cfg.to_json())
     base_metrics, base_file = None, out / "base_metrics.json"
+    memory.phase("base_eval")
     if cfg.base_eval and ctx.is_main:
         if cfg.resume and base_file.is_file():  # evaluated before the interruption: same base, same result
             base_metrics = json.loads(base_file.read_text())
@@ -162,8 +169,10 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
     report = parameter_report(model)
     total_steps = total_steps_for(cfg, len(p.train))
     evaluate, selection = selection_eval(p)
+    memory.phase("train")
     result: LoopResult = train_loop(model, p.train.examples, p.collate, cfg, total_steps, ctx=ctx, out_dir=out,
                                     evaluate=evaluate, selection=selection, resume=cfg.resume)
+    memory.phase("final_eval")
     summary: dict[str, Any] = {
         "stopped": result.stopped, "step": result.state.step, "total_steps": total_steps,
         "trainable_params": report.trainable, "total_params": report.total,
@@ -185,7 +194,8 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
         "last_eval": result.state.last_eval, **summary,
         "skipped_steps": result.state.skipped_steps, "tokens_seen": result.state.tokens_seen,
         "tokens_per_second": result.tokens_per_second, "train_seconds": result.state.train_seconds,
-        "wall_seconds": time.perf_counter() - wall, "peak_memory_mb": peak_memory_mb(ctx.device),
+        "wall_seconds": time.perf_counter() - wall, "peak_memory_mb": memory.overall(),
+        "peak_memory_phases_mb": memory.peaks,
         "device": str(ctx.device), "processes": ctx.world_size, **saved,
         "config": cfg.to_json(),
     }
