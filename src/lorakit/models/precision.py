@@ -72,6 +72,11 @@ class QuantizedLinearKind(registry.LinearKind):
             out = out - layer.base.bias.to(out.dtype)
         return out
 
+    def probe(self, base: nn.Module, generator: torch.Generator) -> Tensor:
+        """A probe input in the layer's compute type (its packed weight is an integer tensor)."""
+        dtype = getattr(base, "compute_dtype", None) or torch.float32
+        return torch.randn(4, self.features(base)[0], generator=generator).to(base.weight.device, dtype)
+
 
 registry.register("bitsandbytes.nn.modules.Linear4bit", QuantizedLinearKind("linear4bit"))
 registry.register("bitsandbytes.nn.modules.Linear8bitLt", QuantizedLinearKind("linear8bit"))
