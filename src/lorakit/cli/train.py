@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Any
 
 from lorakit.train.config import TrainConfig, field_types, load_config
@@ -113,8 +114,32 @@ def _print_summary(m: dict[str, Any]) -> None:
     print(f"trained {m['method']} on {m['data']} for {m['step']} steps in {m['train_seconds']:.0f}s "
           f"({m['tokens_per_second']:.0f} tokens/s); trainable {m['trainable_params']:,} of "
           f"{m['total_params']:,} ({m['trainable_percent']:.3f}%)")
+    print(f"  evaluated on {_split_line(m.get('data_splits'), m['test_split'])}")
     for k in keys:
         before = f"{base[k]:.4f}" if isinstance(base.get(k), float) else "-"
         print(f"  {m['test_split']} {k:<9} before {before:>8}   after {test[k]:.4f}")
+    if m.get("early_stopped"):
+        print(f"  stopped early at step {m['step']} (no improvement for --early-stopping-patience "
+              f"evaluations); the adapter is the best one, from step {m['best_step']}")
     where = m.get("adapter_dir") or m.get("model_dir")
     print(f"saved {where}, {out}/metrics.json, {out}/loss.png")
+
+
+def _split_line(report: dict[str, Any] | None, split: str) -> str:
+    """Where the reported metrics come from, in words (and a warning when they are not held out)."""
+    if not report:
+        return split
+    test = report["test"]
+    source = Path(test["source"]).name if test["source"] else test["source"]
+    if test["how"] == "held out":
+        line = f"{split} ({test['examples']:,} examples held out of {source}, never trained on)"
+    elif test["how"] == "train":
+        line = f"{split} = the training rows ({test['examples']:,} examples)"
+    else:
+        line = f"{split} ({test['examples']:,} examples from {source})"
+    if not report["held_out"]:
+        line += "\n  WARNING: these metrics are on rows that were trained on (--eval-on-train-rows)"
+    bad = report["bad_rows"]
+    if bad["count"]:
+        line += f"\n  skipped {bad['count']} bad row(s) (--skip-bad-rows), e.g. {bad['first'][0]}; all in metrics.json"
+    return line
