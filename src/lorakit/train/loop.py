@@ -201,10 +201,10 @@ def train_loop(
             if selection.better(value, state.best_metric):
                 state.best_metric, state.best_step, state.best_eval = value, state.step, metrics
                 state.evals_since_best = 0
-            else:
-                state.evals_since_best += 1
                 if best_path is not None:
                     save_tensors_atomic(trainable_tensors(model), best_path)
+            else:
+                state.evals_since_best += 1
         model.train()
         ctx.barrier()
         eval_seconds[0] += time.perf_counter() - eval_started

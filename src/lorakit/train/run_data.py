@@ -7,7 +7,6 @@ the loop batches: the examples themselves, or packed rows (:mod:`lorakit.data.pa
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -35,9 +34,9 @@ def run_splits(cfg: TrainConfig, announce: bool = True) -> Any:
     if cfg.packing and splits.train.task != "generate":
         raise ValueError("--packing is for generation data; this data set is classification")
     if announce:
-        print(f"data {cfg.data}:", file=sys.stderr)
+        print(f"data {cfg.data}:")
         for line in splits.lines():
-            print(line, file=sys.stderr)
+            print(line)
     return splits
 
 
