@@ -32,7 +32,7 @@ def test_single_file_holds_out_a_seeded_dev_split(tmp_path):
                               "fraction": 0.2, "source": str(path)}
     assert report["train"]["examples"] == 40 and report["test"]["split"] == "dev"
     assert report["inputs_also_in_train"] == {"eval": 0, "test": 0}
-    assert any("held out of the training data by seed 3" in line for line in splits.lines())
+    assert any("20% held out by seed 3, never trained on" in line for line in splits.lines())
 
 
 def test_folder_without_dev_gets_the_same_and_keeps_its_test_file(tmp_path):

@@ -35,7 +35,7 @@ def test_a_single_file_reports_metrics_on_a_held_out_split(tiny_dirs, tmp_path: 
     assert splits["held_out"] is True and splits["eval"]["how"] == "held out" and splits["seed"] == 0
     assert splits["train"]["examples"] == 54 and splits["eval"]["fraction"] == 0.1
     captured = capsys.readouterr()
-    assert "held out of the training data by seed 0" in captured.out
+    assert "10% held out by seed 0, never trained on" in captured.out
     assert "dev (6 examples held out of some.jsonl, never trained on)" in captured.out
 
 

@@ -111,7 +111,11 @@ def _print_summary(m: dict[str, Any]) -> None:
     test, base = m["test"], m.get("base") or {}
     keys = [k for k in ("accuracy", "macro_f1", "mcc", "bleu", "rouge_l", "nist", "chrf") if k in test]
     out = m["config"]["out"]
-    print(f"trained {m['method']} on {m['data']} for {m['step']} steps in {m['train_seconds']:.0f}s "
+    cfg = m["config"]
+    steps = f"{m['step']} steps"
+    if not m.get("early_stopped") and (cfg.get("max_steps") is None or m["step"] < cfg["max_steps"]):
+        steps += f" ({cfg['epochs']:g} epochs of batch {cfg['batch_size']}; --epochs or --max-steps to change)"
+    print(f"trained {m['method']} on {m['data']} for {steps} in {m['train_seconds']:.0f}s "
           f"({m['tokens_per_second']:.0f} tokens/s); trainable {m['trainable_params']:,} of "
           f"{m['total_params']:,} ({m['trainable_percent']:.3f}%)")
     print(f"  evaluated on {_split_line(m.get('data_splits'), m['test_split'])}")
@@ -133,6 +137,8 @@ def _split_line(report: dict[str, Any] | None, split: str) -> str:
     source = Path(test["source"]).name if test["source"] else test["source"]
     if test["how"] == "held out":
         line = f"{split} ({test['examples']:,} examples held out of {source}, never trained on)"
+        if report["inputs_also_in_train"]["test"]:
+            line += f"; {report['inputs_also_in_train']['test']} of them repeat a training text"
     elif test["how"] == "train":
         line = f"{split} = the training rows ({test['examples']:,} examples)"
     else:

@@ -178,6 +178,7 @@ def _report(train: Dataset, dev: Dataset, eval_name: str, test: Dataset, test_na
     report = {
         "held_out": held_out,
         "seed": seed,
+        "labels": train.label_names or (list(range(train.num_labels)) if train.num_labels else None),
         "train": _part(train, "train", "held-out rows removed" if how.get("dev") == "held out" else "as given",
                        seed, fraction),
         "eval": _part(dev, eval_name, how.get(eval_name, "given file"), seed, fraction),
@@ -207,18 +208,26 @@ def describe(report: dict[str, Any]) -> list[str]:
     for key in ("train", "eval", "test"):
         part = report[key]
         how = part["how"]
+        if key == "test" and part == report["eval"]:
+            lines.append("  test  = eval (no test file; --test-data FILE gives the final report its own split)")
+            continue
         if how == "held out":
-            how = f"held out of the training data by seed {part['seed']} (fraction {part['fraction']})"
+            how = f"{part['fraction']:.0%} held out by seed {part['seed']}, never trained on"
+        elif how == "held-out rows removed":
+            how = "minus the held-out dev rows"
         elif how == "train":
             how = "THE TRAINING ROWS THEMSELVES"
         lines.append(f"  {key:<5} {part['split']:<5} {part['examples']:>7,} examples  {part['source']}  ({how})")
+    if report.get("labels"):
+        lines.append("  labels " + ", ".join(f"{i}={name}" for i, name in enumerate(report["labels"])))
     if not report["held_out"]:
         lines.append(f"  WARNING: evaluation uses rows that were trained on ({UNSAFE_OPTION}); its metrics "
                      f"do not measure generalisation")
     overlap = report["inputs_also_in_train"]
     if overlap["eval"] or overlap["test"]:
-        lines.append(f"  note: {overlap['eval']} eval and {overlap['test']} test inputs also occur among the "
-                     f"training rows (duplicates in the data)")
+        lines.append(f"  note: {overlap['eval']} of {report['eval']['examples']} eval inputs (and {overlap['test']} of "
+                     f"{report['test']['examples']} test inputs) also occur among the training rows: duplicate "
+                     f"texts in the data, which make their metrics optimistic")
     bad = report["bad_rows"]
     if bad["count"]:
         lines.append(f"  skipped {bad['count']} bad row(s) (--skip-bad-rows); first: " + "; ".join(bad["first"]))

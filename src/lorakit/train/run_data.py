@@ -30,7 +30,7 @@ def run_splits(cfg: TrainConfig, announce: bool = True) -> Any:
             test_limit=cfg.eval_limit,
         )
     except BadRowError as err:
-        raise ValueError(f"{err} (--skip-bad-rows skips such rows, counts them and lists them)") from None
+        raise ValueError(f"{err} (pass --skip-bad-rows to skip such rows: they are counted and listed in metrics.json)") from None
     if cfg.packing and splits.train.task != "generate":
         raise ValueError("--packing is for generation data; this data set is classification")
     if announce:
