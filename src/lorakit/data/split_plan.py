@@ -217,7 +217,8 @@ def describe(report: dict[str, Any]) -> list[str]:
             how = "minus the held-out dev rows"
         elif how == "train":
             how = "THE TRAINING ROWS THEMSELVES"
-        lines.append(f"  {key:<5} {part['split']:<5} {part['examples']:>7,} examples  {part['source']}  ({how})")
+        name = key if part["split"] == key else f"{key}: {part['split']}"
+        lines.append(f"  {name:<10} {part['examples']:>7,} examples  {part['source']}  ({how})")
     if report.get("labels"):
         lines.append("  labels " + ", ".join(f"{i}={name}" for i, name in enumerate(report["labels"])))
     if not report["held_out"]:
