@@ -4,6 +4,8 @@ Examples::
 
     lorakit train minilm sst2 --targets qv --rank 8
     lorakit train smollm2 e2e --max-steps 300 --eval-limit 100
+    lorakit train minilm my.jsonl --skip-bad-rows     # 10% held out as dev; bad rows skipped and listed
+    lorakit train smollm2 chat.jsonl --packing --report-to tensorboard
     lorakit train --config run.toml --seed 1          # options on the command line win over the file
     torchrun --nproc-per-node 2 -m lorakit train minilm sst2
 
