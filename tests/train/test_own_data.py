@@ -126,3 +126,28 @@ def test_column_options_work_from_a_config_file(tiny_dirs, tmp_path: Path) -> No
     assert main(["train", "--config", str(cfg), "--out", str(out), *FAST]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["text_column"] == "review" and metrics["data_splits"]["train"]["examples"] == 36
+
+
+def test_packing_is_refused_for_a_model_whose_attention_crosses_examples() -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lorakit.data.packing import PackedCollator, pack
+    from lorakit.train.run_data import check_packing
+
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, pad_token_id=0))
+    rows = pack([([1, 2, 3, 4], [-100, -100, 3, 4]), ([5, 6, 7], [-100, 6, 7])], 16)
+    check_packing(llama, rows, PackedCollator(0))  # honours the restarting positions: passes
+
+    class IgnoresPositions(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = llama
+
+        def forward(self, input_ids, **kwargs):
+            return self.inner(input_ids=input_ids)  # one causal sequence: example 2 sees example 1
+
+    with pytest.raises(ValueError, match="attention crosses packed examples"):
+        check_packing(IgnoresPositions(), rows, PackedCollator(0))

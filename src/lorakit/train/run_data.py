@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from lorakit.train.config import TrainConfig
+from lorakit.train.objectives import model_inputs
 
 
 def run_splits(cfg: TrainConfig, announce: bool = True) -> Any:
@@ -40,15 +43,49 @@ def run_splits(cfg: TrainConfig, announce: bool = True) -> Any:
     return splits
 
 
-def training_rows(cfg: TrainConfig, examples: list, collate: Callable) -> tuple[list, Callable, dict[str, Any] | None]:
+def training_rows(cfg: TrainConfig, examples: list, collate: Callable,
+                  model: Any = None) -> tuple[list, Callable, dict[str, Any] | None]:
     """``(rows, collate, packing_stats)`` for the loop: the examples as they are, or packed rows.
 
     ``cfg`` must be resolved (``max_length`` set). Packing tokenizes every training example once, up
-    front, with the same collator (so truncation and loss masks are the unpacked ones).
+    front, with the same collator (so truncation and loss masks are the unpacked ones); given the
+    ``model``, it first checks that the model keeps packed examples apart (:func:`check_packing`).
     """
     if not cfg.packing:
         return examples, collate, None
     from lorakit.data.packing import PackedCollator, pack, packing_stats
 
     rows = pack([collate.encode(e) for e in examples], cfg.max_length)
-    return rows, PackedCollator(collate.pad_id), packing_stats(rows, cfg.max_length)
+    packed = PackedCollator(collate.pad_id)
+    if model is not None:
+        check_packing(model, rows, packed)
+    return rows, packed, packing_stats(rows, cfg.max_length)
+
+
+@torch.no_grad()
+def check_packing(model: Any, rows: list, packed: Callable, tolerance: float = 1e-3) -> None:
+    """Refuse packing when the model lets packed examples see each other.
+
+    The first row holding several examples is run packed and each of its examples alone; the logits
+    must agree. Hugging Face decoders that build their mask from ``position_ids`` pass; a model that
+    ignores them (its attention would cross example boundaries) fails here, before any training.
+    """
+    row = next((r for r in rows if len(r.segments) > 1), None)
+    if row is None:
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) for k, v in packed([row]).items()}
+        together = model(**model_inputs(batch)).logits[0].float()
+        at = 0
+        for ids, _ in row.segments:
+            alone = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
+            gap = float((together[at:at + len(ids)] - alone).abs().max())
+            if gap > tolerance * max(1.0, float(alone.abs().max())):
+                raise ValueError(f"--packing: this model's attention crosses packed examples (logits differ by "
+                                 f"{gap:.3g}); train without --packing")
+            at += len(ids)
+    finally:
+        model.train(was_training)

@@ -99,7 +99,7 @@ def prepare(cfg: TrainConfig, ctx: DistContext) -> Prepared:
         collate = ClassificationCollator(loaded.tokenizer, cfg.max_length)
     else:
         collate = CausalLMCollator(loaded.tokenizer, cfg.max_length)
-    rows, train_collate, packing = training_rows(cfg, train.examples, collate)
+    rows, train_collate, packing = training_rows(cfg, train.examples, collate, loaded.model)
     return Prepared(cfg, train, eval_set, test_set, loaded, collate, splits.report, rows, train_collate, packing)
 
 
