@@ -154,7 +154,7 @@ def test_csv_missing_column_and_undetectable_task(tmp_path):
     path.write_text("sentence,y\na,1\n")
     with pytest.raises(ValueError, match=r"d\.csv:1: missing column 'text'"):
         load_dataset(str(path), text_column="text", label_column="y")
-    with pytest.raises(ValueError, match=r"d\.csv:1: cannot tell the task from columns \['sentence', 'y'\]"):
+    with pytest.raises(ValueError, match=r"d\.csv:1: cannot tell the format from columns \['sentence', 'y'\]"):
         load_dataset(str(path))
     with pytest.raises(ValueError, match="exclude each other"):
         load_dataset(str(path), text_column="sentence", prompt_column="y")

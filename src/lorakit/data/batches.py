@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import torch
 
+from lorakit.data.chat import encode_conversation, truncate_conversation
 from lorakit.data.examples import ClassificationExample, GenerationExample
 
 IGNORE_INDEX = -100  # label value that torch's cross-entropy (and Hugging Face models) skip
@@ -172,7 +173,14 @@ class CausalLMCollator:
         self.pad_id = resolve_pad_id(tokenizer)
 
     def encode(self, example: GenerationExample) -> tuple[list[int], list[int]]:
-        """Return ``(input_ids, labels)`` of one example, truncated, unpadded."""
+        """Return ``(input_ids, labels)`` of one example, truncated, unpadded.
+
+        A chat example (``messages``) with a chat template learns every assistant turn
+        (:mod:`lorakit.data.chat`); otherwise the prompt is masked and the completion learned.
+        """
+        if self.use_chat_template and example.messages:
+            ids, labels = encode_conversation(self.tokenizer, example.messages)
+            return truncate_conversation(ids, labels, self.max_length)
         context = example.context if self.use_chat_template else example.prompt
         prompt = encode_prompt(self.tokenizer, context, self.use_chat_template)
         completion = list(self.tokenizer(example.completion, add_special_tokens=False)["input_ids"])

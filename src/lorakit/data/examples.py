@@ -108,6 +108,7 @@ class Dataset:
     num_labels: int | None = None  # classify only: labels are 0..num_labels-1
     label_names: list[str] | None = None  # classify only: label_names[i] names label i
     info: str = ""  # provenance: files, split rule and seed, label mapping, decoding fallbacks
+    bad_rows: tuple[str, ...] = ()  # "file:line: reason" of every row skipped (skip_bad_rows), in file order
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

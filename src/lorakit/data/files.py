@@ -1,61 +1,52 @@
 """Generic data files: JSONL, CSV and TSV, for classification or generation.
 
-JSONL records are ``{"text", "label"}``, ``{"prompt", "completion"}`` (optionally ``"references"``:
-a list of strings) or chat ``{"messages": [{"role", "content"}, ...]}`` ending with the assistant turn.
-CSV/TSV files have a header row; columns default to ``text,label`` or ``prompt,completion``.
+The record formats (text/label, prompt/completion, chat ``messages``, alpaca, ShareGPT) are described
+in :mod:`lorakit.data.formats`. CSV/TSV files have a header row; columns default to ``text,label`` or
+``prompt,completion``.
 
 Labels: non-negative integers are used as they are; string labels are mapped to ints in sorted order
 and the names are kept in ``Dataset.label_names``. When a *directory* is given, the mapping and
-``num_labels`` are computed over all data files in it, so that train, dev and test agree even when a
-small split lacks a class.
+``num_labels`` are computed over all data files in it (and :func:`load_files` shares one mapping over
+every file it reads), so that train, dev and test agree even when a small split lacks a class.
+
+Bad rows: a malformed row (invalid JSON, a missing key, an empty text, a bad label, a wrong number
+of CSV fields) raises :class:`BadRowError` naming ``file:line``; with ``skip_bad_rows=True`` it is
+skipped instead and listed in ``Dataset.bad_rows``, so it is counted and reported, never silent.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lorakit.data.examples import ClassificationExample, Dataset, GenerationExample
+from lorakit.data.formats import Columns, Record, RowError, detect_format, parse_row, undetectable
 from lorakit.data.readers import count_fallbacks, read_csv_rows, read_lines
 
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
 SUFFIXES = (".jsonl", *DELIMITERS)
 
-
-@dataclass(frozen=True)
-class Columns:
-    """Column (or JSON key) names; ``None`` means the default and lets the task be detected."""
-
-    text: str | None = None
-    label: str | None = None
-    prompt: str | None = None
-    completion: str | None = None
-
-    def forced_task(self) -> str | None:
-        """The task the options ask for, or None when they leave it to the file's columns."""
-        classify = self.text is not None or self.label is not None
-        generate = self.prompt is not None or self.completion is not None
-        if classify and generate:
-            raise ValueError("text/label columns and prompt/completion columns exclude each other")
-        return "classify" if classify else "generate" if generate else None
+__all__ = ["SUFFIXES", "BadRowError", "Columns", "find_split_file", "load_file", "load_files", "read_file"]
 
 
-@dataclass(frozen=True)
-class _Record:
-    """One parsed input row before labels are mapped to ints."""
-
-    line: int
-    text: str = ""
-    label: object = None
-    prompt: str = ""
-    completion: str = ""
-    references: tuple[str, ...] = ()
-    messages: tuple = ()
+class BadRowError(ValueError):
+    """A malformed row, named by ``file:line`` (``skip_bad_rows`` skips and counts such rows)."""
 
 
-def find_split_file(directory: Path, split: str) -> Path:
-    """Return ``directory/{split}.jsonl|csv|tsv``; exactly one of them must exist."""
+@dataclass
+class FileRows:
+    """One file, parsed: its task, good records and the ``file:line: reason`` of each bad row."""
+
+    path: Path
+    task: str  # "classify" or "generate"
+    records: list[Record]
+    bad: list[str] = field(default_factory=list)
+    fallbacks: int = 0  # lines that were not UTF-8
+
+
+def find_split_file(directory: Path, split: str, required: bool = True) -> Path | None:
+    """Return ``directory/{split}.jsonl|csv|tsv``; at most one may exist (``required``: exactly one)."""
     found = [
         directory / f"{split}{suffix}" for suffix in SUFFIXES if (directory / f"{split}{suffix}").is_file()
     ]
@@ -63,164 +54,152 @@ def find_split_file(directory: Path, split: str) -> Path:
         return found[0]
     if found:
         raise ValueError(f"{directory}: several files for split {split!r}: {[p.name for p in found]}")
+    if not required:
+        return None
     present = sorted(p.name for p in directory.iterdir() if p.suffix in SUFFIXES)
     raise ValueError(f"{directory}: no {split}.jsonl/.csv/.tsv; data files present: {present}")
 
 
-def load_file(path: str | Path, split: str = "train", columns: Columns | None = None) -> Dataset:
-    """Read a generic data file, or ``{split}.*`` from a directory, into a Dataset."""
-    columns = columns or Columns()
+def check_suffix(path: Path) -> None:
+    """Refuse a file type lorakit cannot read, listing the ones it can."""
+    if path.suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {list(SUFFIXES)}")
+
+
+def load_file(
+    path: str | Path, split: str = "train", columns: Columns | None = None, skip_bad_rows: bool = False
+) -> Dataset:
+    """Read a generic data file, or ``{split}.*`` from a directory, into a Dataset.
+
+    A single file is read whole as its own split (``split`` is its stem); held-out splits of a single
+    file are made by :mod:`lorakit.data.split_plan`.
+    """
     path = Path(path)
-    siblings = [path]
     if path.is_dir():
         siblings = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in SUFFIXES)
-        path = find_split_file(path, split)
-    elif path.suffix not in SUFFIXES:
-        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {list(SUFFIXES)}")
-    else:
-        split = path.stem  # a file is its own split; the split argument does not apply
-    task, records, fallbacks = _read_records(path, columns)
-    note = f" {fallbacks} line(s) were not UTF-8 and were decoded as cp1252/ISO-8859-1." if fallbacks else ""
-    if task == "generate":
-        examples = [_generation_example(path, r) for r in records]
-        info = f"{path}: {len(examples)} generation examples.{note}"
-        return Dataset(str(path), split, "generate", examples, info=info)
-    # Labels from every classification file of the directory, so all splits share one mapping.
-    labeled = [(path, r) for r in records]
-    for sibling in siblings:
-        if sibling != path:
-            sibling_task, sibling_records, _ = _read_records(sibling, columns)
-            if sibling_task == "classify":
-                labeled += [(sibling, r) for r in sibling_records]
-    to_int, num_labels, names = _label_mapping(labeled)
-    examples = []
-    for r in records:
-        try:
-            examples.append(ClassificationExample(r.text, to_int(r.label)))
-        except ValueError as err:
-            raise ValueError(f"{path}:{r.line}: {err}") from err
-    scope = "this file" if len(siblings) == 1 else f"all data files in {path.parent}"
-    shown = ", ".join(f"{i}={n}" for i, n in enumerate(names)) if names else f"0..{num_labels - 1} as given"
-    info = f"{path}: {len(examples)} examples; labels {shown} (from {scope}).{note}"
-    return Dataset(str(path), split, "classify", examples, num_labels, names, info)
+        target = find_split_file(path, split)
+        return load_files({split: target}, columns, skip_bad_rows, label_peers=siblings)[split]
+    check_suffix(path)
+    return load_files({path.stem: path}, columns, skip_bad_rows)[path.stem]
 
 
-def _read_records(path: Path, columns: Columns) -> tuple[str, list[_Record], int]:
-    """Parse a JSONL or CSV/TSV file into raw records; return ``(task, records, fallback_lines)``."""
+def load_files(
+    paths: dict[str, Path], columns: Columns | None = None, skip_bad_rows: bool = False,
+    label_peers: list[Path] = (),
+) -> dict[str, Dataset]:
+    """Read several files (split name → path) of one task with one shared label mapping.
+
+    ``label_peers`` are further files whose labels join the mapping (a directory's other splits).
+    """
+    columns = columns or Columns()
+    read = {split: read_file(path, columns, skip_bad_rows) for split, path in paths.items()}
+    tasks = {rows.task for rows in read.values()}
+    if len(tasks) > 1:
+        listing = ", ".join(f"{rows.path.name}: {rows.task}" for rows in read.values())
+        raise ValueError(f"the data files hold different tasks ({listing})")
+    peers = [read_file(p, columns, True) for p in label_peers if p not in {r.path for r in read.values()}]
+    labeled = [(rows.path, r) for rows in [*read.values(), *peers] if rows.task == "classify" for r in rows.records]
+    mapping = _label_mapping(labeled) if tasks == {"classify"} else None
+    scope = "this file" if len(read) + len(peers) == 1 else ", ".join(
+        sorted({r.path.name for r in [*read.values(), *peers]}))
+    return {split: _dataset(rows, split, mapping, scope) for split, rows in read.items()}
+
+
+def read_file(path: Path, columns: Columns, skip_bad_rows: bool) -> FileRows:
+    """Parse a JSONL or CSV/TSV file into records; bad rows raise or are collected (``skip_bad_rows``)."""
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    check_suffix(path)
     if path.suffix == ".jsonl":
-        return _read_jsonl(path, columns)
-    header, rows, fallbacks = read_csv_rows(path, DELIMITERS[path.suffix])
-    task = columns.forced_task() or _detect_task(path, 1, header)
-    names = _names(columns, task)
-    for name in names:
-        if name not in header:
-            raise ValueError(f"{path}:1: missing column {name!r}; columns are {header}")
-    records = []
-    for number, row in rows:
-        values = [row[name] for name in names]
-        if task == "classify":
-            records.append(
-                _Record(number, text=values[0], label=_check_label(path, number, values[1].strip()))
-            )
-        else:
-            records.append(_Record(number, prompt=values[0], completion=values[1]))
-    return task, records, fallbacks
-
-
-def _read_jsonl(path: Path, columns: Columns) -> tuple[str, list[_Record], int]:
-    lines = read_lines(path)
-    task, records = columns.forced_task(), []
-    for line in lines:
-        if not line.text.strip():
-            continue  # blank lines carry no record (common at the end of JSONL files)
+        lines = read_lines(path)
+        rows = [(line.number, line.text) for line in lines if line.text.strip()]  # blank lines carry nothing
+        fallbacks, header = count_fallbacks(lines), None
+    else:
+        bad_fields: list[tuple[int, str]] = []
+        header, csv_rows, fallbacks = read_csv_rows(path, DELIMITERS[path.suffix], bad=bad_fields)
+        rows = [(number, row) for number, row in csv_rows] + [(n, RowError(why)) for n, why in bad_fields]
+        rows.sort(key=lambda item: item[0])
+    fmt = columns.forced_task()
+    if header is not None:  # CSV/TSV: the header decides the format, a missing column is a file error
+        fmt = fmt or detect_format(header, columns)
+        if fmt not in ("classify", "generate"):
+            raise ValueError(f"{path}:1: {undetectable(header)}")
+        for name in columns.names(fmt):
+            if name not in header:
+                raise ValueError(f"{path}:1: missing column {name!r}; columns are {header}")
+    out = FileRows(path, "", [], fallbacks=fallbacks)
+    for number, raw in rows:
         try:
-            obj = json.loads(line.text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{line.number}: not valid JSON: {err.msg}") from err
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}:{line.number}: expected a JSON object, got {type(obj).__name__}")
-        # The first record decides the task (unless the options did); later records must match it.
-        if task is None:
-            task = "chat" if "messages" in obj else _detect_task(path, line.number, list(obj))
-        if task == "chat":
-            if "messages" not in obj:
-                raise ValueError(f"{path}:{line.number}: missing key 'messages' (earlier records are chat)")
-            records.append(
-                _Record(
-                    line.number,
-                    messages=_as_tuple(path, line.number, obj["messages"]),
-                    references=_references(path, line.number, obj),
-                )
-            )
-            continue
-        names = _names(columns, task)
-        for name in names:
-            if name not in obj:
-                raise ValueError(f"{path}:{line.number}: missing key {name!r}; keys are {sorted(obj)}")
-        a, b = obj[names[0]], obj[names[1]]
-        if task == "classify":
-            records.append(_Record(line.number, text=a, label=_check_label(path, line.number, b)))
-        else:
-            records.append(
-                _Record(line.number, prompt=a, completion=b, references=_references(path, line.number, obj))
-            )
-    if task is None:
-        raise ValueError(f"{path}:1: no records in file")
-    return ("generate" if task == "chat" else task), records, count_fallbacks(lines)
+            obj = _as_object(raw)
+            if fmt is None:  # JSONL: the first good row decides the format; later rows must match it
+                fmt = detect_format(list(obj), columns)
+                if fmt is None:
+                    raise RowError(undetectable(sorted(obj)))
+            out.records.append(_checked(parse_row(fmt, obj, number, columns), fmt))
+        except RowError as err:
+            reason = f"{path}:{number}: {err}"
+            if not skip_bad_rows:
+                raise BadRowError(reason) from None
+            out.bad.append(reason)
+    if fmt is None or not out.records:
+        what = f"; all {len(out.bad)} rows are bad, e.g. {out.bad[0]}" if out.bad else ""
+        raise ValueError(f"{path}:1: no usable records in file{what}")
+    out.task = "classify" if fmt == "classify" else "generate"
+    return out
 
 
-def _detect_task(path: Path, line: int, keys: list[str]) -> str:
-    if "text" in keys and "label" in keys:
-        return "classify"
-    if "prompt" in keys and "completion" in keys:
-        return "generate"
-    raise ValueError(
-        f"{path}:{line}: cannot tell the task from columns {keys}; expected text,label or "
-        f"prompt,completion (or messages), or pass text_column/label_column/prompt_column/completion_column"
-    )
+def _as_object(raw: object) -> dict:
+    if isinstance(raw, RowError):
+        raise raw
+    if isinstance(raw, dict):
+        return raw
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise RowError(f"not valid JSON: {err.msg}") from None
+    if not isinstance(obj, dict):
+        raise RowError(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
-def _names(columns: Columns, task: str) -> tuple[str, str]:
-    if task == "classify":
-        return columns.text or "text", columns.label or "label"
-    return columns.prompt or "prompt", columns.completion or "completion"
+def _checked(record: Record, fmt: str) -> Record:
+    """Validate a record now, so a bad one is a bad *row* (skippable) rather than a late error."""
+    if fmt != "classify":
+        _generation_example(record)
+    return record
 
 
-def _as_tuple(path: Path, line: int, value: object) -> tuple:
-    if not isinstance(value, list):
-        raise ValueError(f"{path}:{line}: 'messages' must be a list, got {type(value).__name__}")
-    return tuple(value)
-
-
-def _references(path: Path, line: int, obj: dict) -> tuple[str, ...]:
-    refs = obj.get("references", [])
-    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
-        raise ValueError(f"{path}:{line}: 'references' must be a list of strings")
-    return tuple(refs)
-
-
-def _generation_example(path: Path, r: _Record) -> GenerationExample:
-    """Build and validate one generation example; errors carry the file and line."""
+def _generation_example(r: Record) -> GenerationExample:
+    """Build and validate one generation example; a problem is a RowError."""
     try:
         if r.messages:
             example = GenerationExample.from_messages(r.messages, r.references)
         else:
             example = GenerationExample(r.prompt, r.completion, r.references)
     except ValueError as err:
-        raise ValueError(f"{path}:{r.line}: {err}") from err
+        raise RowError(str(err)) from None
     if not example.references:
         # Every loaded generation example can be scored: without explicit references, the target is one.
         example = replace(example, references=(example.completion,))
     return example
 
 
-def _check_label(path: Path, line: int, value: object) -> int | str:
-    """A raw label must be a non-negative int or a non-empty string (bool is not an int here)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    raise ValueError(f"{path}:{line}: label {value!r} is neither a non-negative int nor a non-empty string")
+def _dataset(rows: FileRows, split: str, mapping: tuple | None, scope: str) -> Dataset:
+    path = rows.path
+    note = f" {rows.fallbacks} line(s) were not UTF-8 and were decoded as cp1252/ISO-8859-1." if rows.fallbacks else ""
+    if rows.bad:
+        note += f" {len(rows.bad)} bad row(s) skipped."
+    if rows.task == "generate":
+        examples = [_generation_example(r) for r in rows.records]
+        turns = sum(1 for e in examples if sum(m["role"] == "assistant" for m in e.messages) > 1)
+        multi = f" ({turns} multi-turn conversations)" if turns else ""
+        info = f"{path}: {len(examples)} generation examples{multi}.{note}"
+        return Dataset(str(path), split, "generate", examples, info=info, bad_rows=tuple(rows.bad))
+    to_int, num_labels, names = mapping
+    examples = [ClassificationExample(r.text, to_int(r.label)) for r in rows.records]
+    shown = ", ".join(f"{i}={n}" for i, n in enumerate(names)) if names else f"0..{num_labels - 1} as given"
+    info = f"{path}: {len(examples)} examples; labels {shown} (from {scope}).{note}"
+    return Dataset(str(path), split, "classify", examples, num_labels, names, info, bad_rows=tuple(rows.bad))
 
 
 def _is_index(label: int | str) -> bool:
@@ -228,7 +207,7 @@ def _is_index(label: int | str) -> bool:
     return isinstance(label, int) or (label.isascii() and label.isdigit())
 
 
-def _label_mapping(labeled: list[tuple[Path, _Record]]) -> tuple:
+def _label_mapping(labeled: list[tuple[Path, Record]]) -> tuple:
     """Return ``(to_int, num_labels, label_names)`` for checked raw labels.
 
     Integers and digit strings (CSV cells, ``"1"`` in JSON) are class indices and may be mixed, e.g. a
@@ -250,3 +229,4 @@ def _label_mapping(labeled: list[tuple[Path, _Record]]) -> tuple:
     names = sorted(set(labels))
     index = {name: i for i, name in enumerate(names)}
     return index.__getitem__, len(names), names
+

@@ -94,14 +94,15 @@ def parse_labeled_line(path: str | Path, line: Line, num_labels: int) -> tuple[i
 
 
 def read_csv_rows(
-    path: str | Path, delimiter: str = ","
+    path: str | Path, delimiter: str = ",", bad: list[tuple[int, str]] | None = None
 ) -> tuple[list[str], list[tuple[int, dict[str, str]]], int]:
     """Read a CSV/TSV file with a header row; return ``(header, rows, fallback_lines)``.
 
     Each row is ``(line_number, {column: value})`` where the number is the physical line the record
     starts on. Quoted fields may span lines for CSV; TSV is read without quoting (``QUOTE_NONE``)
     because sentences often contain unbalanced ``"`` and TSV has no escaping convention.
-    Records with the wrong number of fields raise ``ValueError("{file}:{line}: ...")``.
+    Records with the wrong number of fields raise ``ValueError("{file}:{line}: ...")``, or, when a
+    ``bad`` list is given, are left out and appended to it as ``(line, reason)``.
     """
     lines = read_lines(path)
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
@@ -126,9 +127,11 @@ def read_csv_rows(
     rows = []
     for number, fields in records[1:]:
         if len(fields) != len(header):
-            raise ValueError(
-                f"{path}:{number}: expected {len(header)} fields ({', '.join(header)}), got {len(fields)}"
-            )
+            reason = f"expected {len(header)} fields ({', '.join(header)}), got {len(fields)}"
+            if bad is None:
+                raise ValueError(f"{path}:{number}: {reason}")
+            bad.append((number, reason))
+            continue
         rows.append((number, dict(zip(header, fields, strict=True))))
     return header, rows, count_fallbacks(lines)
 

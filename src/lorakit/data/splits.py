@@ -8,6 +8,8 @@ order, so the split is easy to inspect and independent of how items are later sh
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from typing import Any
 
 
 def holdout_count(n: int, fraction: float) -> int:
@@ -37,3 +39,25 @@ def three_way_split(n: int, seed: int, dev: float = 0.1, test: float = 0.1) -> d
         "dev": sorted(order[:n_dev]),
         "test": sorted(order[n_dev : n_dev + n_test]),
     }
+
+
+def hold_out(dataset: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """Split a Dataset into ``(train, dev)``: ``floor(n * fraction)`` seeded rows held out as dev.
+
+    Both keep the file's order; their ``info`` says where they came from, so a report can name it. A
+    fraction that leaves dev (or train) empty is an error, never a silent evaluation on nothing.
+    """
+    n = len(dataset.examples)
+    kept, held = holdout_split(n, fraction, seed)
+    if not held or not kept:
+        raise ValueError(
+            f"{dataset.name}: {n} rows with eval fraction {fraction} leave an empty "
+            f"{'dev' if not held else 'train'} split; pass a separate eval file or another fraction"
+        )
+    note = (f"{len(held)} of {n} rows held out as dev by seed {seed} (fraction {fraction}); "
+            f"train keeps the other {len(kept)}.")
+    train = replace(dataset, split="train", examples=[dataset.examples[i] for i in kept],
+                    info=f"{dataset.info} {note}")
+    dev = replace(dataset, split="dev", examples=[dataset.examples[i] for i in held],
+                  info=f"{dataset.info} {note}", bad_rows=())  # bad rows are reported once, with train
+    return train, dev

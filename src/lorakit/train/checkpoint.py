@@ -43,6 +43,7 @@ class TrainState:
     skipped_steps: int = 0  # steps skipped because the loss was not finite, in total
     best_metric: float | None = None  # best evaluation metric so far
     best_step: int | None = None  # step at which it was reached
+    evals_since_best: int = 0  # evaluations in a row that did not beat best_metric (early stopping)
     train_seconds: float = 0.0  # wall time spent in the loop before this (re)start
     last_eval: dict[str, float] = field(default_factory=dict)  # the latest evaluation
     best_eval: dict[str, float] = field(default_factory=dict)  # the evaluation of the best step

@@ -53,6 +53,19 @@ class TrainConfig:
     data: str | None = _opt(None, "data set: a recipe (sst2, trec, subj, mr, e2e) or a .jsonl/.csv file", positional=True)
     task: str = _opt("auto", "classify or generate; auto takes the data set's task", choices=TASKS)
     data_root: str | None = _opt(None, "folder holding the shared data sets (default: $LORAKIT_DATA or ../shared/data)")
+    # -- your own data: splits, bad rows, columns, packing, early stopping, trackers (lorakit.data.split_plan)
+    eval_data: str | None = _opt(None, "file of the dev split (picks the best checkpoint); default: the folder's dev file, else --eval-fraction of the training rows held out")
+    test_data: str | None = _opt(None, "file of the final report's split (default: the folder's test file for generation, else the dev split)")
+    eval_fraction: float = _opt(0.1, "fraction of the training rows held out as dev (seeded, never trained on) when no dev file is given")
+    eval_on_train_rows: bool = _opt(False, "UNSAFE: without a dev file, evaluate on the training rows themselves (the metrics then measure memorisation)")
+    skip_bad_rows: bool = _opt(False, "skip malformed or empty rows of data files (counted and reported with file:line) instead of stopping at the first")
+    text_column: str | None = _opt(None, "column / JSON key of the input text (classification; default: text)")
+    label_column: str | None = _opt(None, "column / JSON key of the label (classification; default: label)")
+    prompt_column: str | None = _opt(None, "column / JSON key of the prompt (generation; default: prompt)")
+    completion_column: str | None = _opt(None, "column / JSON key of the completion (generation; default: completion)")
+    packing: bool = _opt(False, "generation: pack several examples into each row of --max-length tokens (attention and loss stay per example)")
+    early_stopping_patience: int | None = _opt(None, "stop when N evaluations in a row did not improve the best one (the best adapter is kept)")
+    report_to: tuple[str, ...] = _opt(("none",), "experiment trackers: tensorboard, mlflow (both write under OUT), or none")
     # -- the adapter ----------------------------------------------------------------------------
     targets: tuple[str, ...] = _opt(("qv",), "modules to adapt: presets qv/attention/ffn/all-linear, suffixes, re:REGEX")
     rank: int = _opt(8, "LoRA rank r")
@@ -109,9 +122,9 @@ class TrainConfig:
                                "(far less activation memory, about a third more compute; same gradients)")
 
     def __post_init__(self) -> None:
-        if isinstance(self.targets, str):
-            object.__setattr__(self, "targets", (self.targets,))
-        object.__setattr__(self, "targets", tuple(self.targets))
+        for name in ("targets", "report_to"):  # one string, or a list from a config file: a tuple
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         _check_types(self)
         for name, allowed in (("task", TASKS), ("device", DEVICES), ("decay", DECAYS)):
             if getattr(self, name) not in allowed:
@@ -150,6 +163,7 @@ class TrainConfig:
             raise ValueError(f"--{self.method} trains no adapter: drop the LoRA option(s) "
                              f"{', '.join(given + (['lora_plus_ratio'] if self.lora_plus_ratio else []))}")
         _check_memory_options(self)
+        _check_own_data_options(self)
 
     def variant_options(self) -> dict[str, Any]:
         """The ``LoraSpec`` keyword arguments of the variant block (dora, rslora, init, layers, patterns)."""
@@ -227,6 +241,22 @@ def _check_memory_options(cfg: TrainConfig) -> None:
     if cfg.method != "lora" and cfg.base_dtype not in ("auto", "fp32"):
         raise ValueError(f"base_dtype {cfg.base_dtype} applies to LoRA's frozen base; --{cfg.method} trains "
                          f"every {'weight' if cfg.full else 'bias'} in fp32 (leave base_dtype at auto or fp32)")
+
+
+TRACKERS = ("tensorboard", "mlflow", "none")
+
+
+def _check_own_data_options(cfg: TrainConfig) -> None:
+    """Validate the own-data block: fraction, patience, trackers."""
+    if not 0.0 < cfg.eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {cfg.eval_fraction!r}")
+    if cfg.early_stopping_patience is not None and cfg.early_stopping_patience < 1:
+        raise ValueError(f"early_stopping_patience must be >= 1, got {cfg.early_stopping_patience}")
+    if cfg.early_stopping_patience is not None and cfg.eval_every == 0:
+        raise ValueError("early_stopping_patience needs evaluations during training (eval_every > 0)")
+    unknown = [t for t in cfg.report_to if t not in TRACKERS]
+    if unknown or not cfg.report_to or ("none" in cfg.report_to and len(cfg.report_to) > 1):
+        raise ValueError(f"report_to must be one or more of tensorboard, mlflow, or just none; got {list(cfg.report_to)}")
 
 
 def _slug(name: str) -> str:

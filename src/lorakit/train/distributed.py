@@ -1,15 +1,20 @@
 """Data parallelism over ``torch.distributed``: gloo on CPU, nccl on GPU, started by ``torchrun``.
 
 Every process holds the whole model and the same global batch order; process ``r`` of ``W`` takes
-rows ``r, r+W, r+2W, …`` of each global batch (DistributedSampler's interleaving). Gradients are
-summed over processes with one ``all_reduce`` of a flat buffer and divided by the global number of
-loss terms (examples or target tokens), so the update equals one process's on the whole batch.
-This is done by hand rather than with ``DistributedDataParallel`` because the normaliser must be the
-*global* count, which DDP's averaging of per-process means gets wrong for token losses of unequal length.
+rows ``r, r+W, r+2W, …`` of each global batch (DistributedSampler's interleaving). The model is
+wrapped in ``torch.nn.parallel.DistributedDataParallel``: gradients are all-reduced in buckets while
+backward still runs, once per optimizer step (``no_sync`` on the other micro-batches). DDP *averages*
+over processes, while the update must be the global sum of loss terms divided by their global count
+(examples, or target tokens, which differ between processes); so each process divides its summed loss
+by the global count and multiplies by ``W`` before backward, and DDP's average is then exactly that.
+
+Several machines: the same command on each, ``torchrun --nnodes N --node-rank I --nproc-per-node P
+--rdzv-backend c10d --rdzv-endpoint HOST:PORT -m lorakit train ...`` (see the README).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,18 +47,24 @@ class DistContext:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
-    def all_reduce_grads_(self, params: list[torch.nn.Parameter]) -> None:
-        """Sum the gradients of ``params`` over processes with a single flat all-reduce."""
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` in DistributedDataParallel when several processes train, else ``model`` itself.
+
+        The wrapper shares the parameters: checkpoints and evaluation keep using ``model``.
+        """
         if not self.active:
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        offset = 0
-        for p, g in zip(params, grads, strict=True):
-            n = g.numel()
-            p.grad = flat[offset:offset + n].view_as(g).clone()
-            offset += n
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device] if self.device.type == "cuda" else None
+        # broadcast_buffers=False: buffers (position ids, rotary tables) are constants, identical everywhere.
+        return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+    def sync_gradients(self, wrapped: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+        """A context for one micro-batch's forward and backward: DDP's ``no_sync()`` unless ``sync``."""
+        if sync or not hasattr(wrapped, "no_sync"):
+            return contextlib.nullcontext()
+        return wrapped.no_sync()
 
     def gather_rng(self, states: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Every process's RNG states, in rank order (for a checkpoint written by rank 0)."""

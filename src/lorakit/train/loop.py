@@ -3,7 +3,8 @@
 Each optimizer step takes the next ``batch_size`` examples of the seeded stream, gives each process
 its rows, splits them into ``grad_accum`` micro-batches, and divides every summed loss by the global
 number of loss terms before ``backward`` (see :mod:`lorakit.train.objectives`), so the update does
-not depend on how the batch was split. Then: sum gradients over processes, clip, AdamW with the rate
+not depend on how the batch was split. Gradients are summed over processes by DistributedDataParallel
+during the last micro-batch's backward (see :mod:`lorakit.train.distributed`); then clip, AdamW with the rate
 ``lr_at(step)``. A non-finite loss or gradient skips the step (counted; ``max_bad_steps`` in a row
 abort). Evaluation, best-adapter selection and checkpoints happen at fixed step intervals; SIGTERM
 finishes the current step, writes a checkpoint and returns cleanly.
@@ -40,8 +41,10 @@ from lorakit.train.checkpoint import (
 from lorakit.train.config import TrainConfig
 from lorakit.train.distributed import DistContext
 from lorakit.train.objectives import batch_tokens, loss_terms, summed_loss, to_device
+from lorakit.train.outputs import peak_memory_mb
 from lorakit.train.sampling import ExampleStream, example_length
 from lorakit.train.schedule import Schedule
+from lorakit.train.trackers import Trackers
 
 LOG_FILE = "log.jsonl"
 BEST = "best"
@@ -60,6 +63,7 @@ class LoopResult:
     seconds: float  # wall time of the loop in this process (not counting earlier runs)
     tokens_per_second: float  # input tokens per second of training (evaluation time excluded), all processes
     best_path: Path | None  # trainable tensors of the best evaluation, if any
+    early_stopped: bool = False  # ended before total_steps by early_stopping_patience
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,12 @@ class _StopFlag:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _append_log(out_dir: Path | None, ctx: DistContext, record: dict[str, Any]) -> None:
+def _append_log(out_dir: Path | None, ctx: DistContext, record: dict[str, Any], tracker: Any = None) -> None:
     if out_dir is not None and ctx.is_main:
         with open(out_dir / LOG_FILE, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+    if tracker is not None and ctx.is_main:  # TensorBoard / MLflow get the same records (trackers.py)
+        tracker.log(record)
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -149,12 +155,15 @@ def train_loop(
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     selection: Selection = Selection("loss", False),
     resume: bool = False,
+    tracker: Trackers | None = None,
 ) -> LoopResult:
     """Train ``model``'s trainable parameters for ``total_steps`` optimizer steps; see the module doc.
 
     ``cfg`` must be resolved (``cfg.task`` and ``cfg.lr`` set). With ``out_dir``, the main process
     appends to ``log.jsonl``, writes ``checkpoint/`` and ``best/``; ``resume`` continues from the
-    checkpoint there (an absent checkpoint starts fresh).
+    checkpoint there (an absent checkpoint starts fresh). ``tracker`` receives every log record;
+    with ``cfg.early_stopping_patience`` the loop ends once that many evaluations in a row did not
+    improve the best one (``LoopResult.early_stopped``).
     """
     ctx = ctx or DistContext()
     out = Path(out_dir) if out_dir is not None else None
@@ -164,6 +173,7 @@ def train_loop(
     if cfg.batch_size % world_rows:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by processes × grad_accum = {world_rows}")
     optimizer = make_optimizer(model, cfg)
+    forward = ctx.wrap(model)  # DistributedDataParallel across processes, the model itself alone
     params = [p for group in optimizer.param_groups for p in group["params"]]
     schedule = Schedule(cfg.lr, total_steps, round(cfg.warmup_ratio * total_steps), cfg.decay)
     eval_every, ckpt_every = intervals(cfg, total_steps)
@@ -192,12 +202,15 @@ def train_loop(
         if ctx.is_main:
             metrics = evaluate(model)
             state.last_eval = metrics
-            _append_log(out, ctx, {"step": state.step, "eval": metrics})
+            _append_log(out, ctx, {"step": state.step, "eval": metrics}, tracker)
             value = metrics.get(selection.metric, float("nan"))
             if selection.better(value, state.best_metric):
                 state.best_metric, state.best_step, state.best_eval = value, state.step, metrics
+                state.evals_since_best = 0
                 if best_path is not None:
                     save_tensors_atomic(trainable_tensors(model), best_path)
+            else:
+                state.evals_since_best += 1
         model.train()
         ctx.barrier()
         eval_seconds[0] += time.perf_counter() - eval_started
@@ -211,7 +224,7 @@ def train_loop(
 
     seconds_before = state.train_seconds
     model.train()
-    stopped = "done"
+    stopped, early_stopped = "done", False
     with _StopFlag() as stop:
         while state.step < total_steps:
             rows = ctx.shard(stream.take(state.examples_seen, cfg.batch_size))
@@ -227,15 +240,17 @@ def train_loop(
             for group in optimizer.param_groups:
                 group["lr"] = schedule(state.step) * group.get("lr_scale", 1.0)
             loss_sum, tokens = torch.zeros((), dtype=torch.float64), 0
-            for batch in micro:
+            for k, batch in enumerate(micro):
                 batch = to_device(batch, ctx.device)
-                loss = summed_loss(cfg.task, model, batch) / max(terms, 1.0)
-                loss.backward()
+                # DDP all-reduces (bucketed, during backward) on the last micro-batch only, and *averages*
+                # over processes: scaling by the world size turns that average into the global sum / terms.
+                with ctx.sync_gradients(forward, k == len(micro) - 1):
+                    loss = summed_loss(cfg.task, forward, batch) / max(terms, 1.0)
+                    (loss * ctx.world_size).backward()
                 loss_sum += loss.detach().double().cpu()
                 tokens += batch_tokens(batch)
             totals = torch.tensor([loss_sum.item(), float(tokens)], dtype=torch.float64, device=ctx.device)
             ctx.all_reduce_(totals)
-            ctx.all_reduce_grads_(params)
             step_loss, step_tokens = totals[0].item(), int(totals[1].item())
             norm = _clip(params, cfg.max_grad_norm)
             if math.isfinite(step_loss) and math.isfinite(norm):
@@ -249,7 +264,7 @@ def train_loop(
             else:
                 state.bad_in_a_row += 1
                 state.skipped_steps += 1
-                _append_log(out, ctx, {"step": state.step + 1, "skipped": True, "loss": str(step_loss)})
+                _append_log(out, ctx, {"step": state.step + 1, "skipped": True, "loss": str(step_loss)}, tracker)
             optimizer.zero_grad(set_to_none=True)
             if state.bad_in_a_row >= cfg.max_bad_steps:
                 raise TrainingAborted(f"{state.bad_in_a_row} non-finite losses in a row at step {state.step + 1}; "
@@ -270,19 +285,35 @@ def train_loop(
                     "step": state.step, "epoch": round(stream.epoch_of(state.examples_seen), 4),
                     "loss": sum(finite) / max(len(finite), 1), "lr": schedule(state.step - 1),
                     "grad_norm": norm, "tokens_per_s": speed,
-                    "elapsed_s": seconds_before + elapsed,
-                })
+                    "elapsed_s": seconds_before + elapsed, "memory_mb": peak_memory_mb(ctx.device),
+                }, tracker)
                 window = []
-            if (eval_every and state.step % eval_every == 0) or state.step == total_steps:
+            evaluated = (eval_every and state.step % eval_every == 0) or state.step == total_steps
+            if evaluated:
                 do_eval()
-            if state.step % ckpt_every == 0 or state.step == total_steps:
+            checkpointed = state.step % ckpt_every == 0 or state.step == total_steps
+            if checkpointed:
                 do_checkpoint()
+            if evaluated and _patience_spent(cfg, state, ctx):
+                if not checkpointed:
+                    do_checkpoint()
+                early_stopped = True
+                break
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - started
     has_best = best_path is not None and best_path.is_file()
     speed = tokens_here / max(seconds - eval_seconds[0], 1e-9)
-    return LoopResult(state, stopped, seconds, speed, best_path if has_best else None)
+    return LoopResult(state, stopped, seconds, speed, best_path if has_best else None, early_stopped)
+
+
+def _patience_spent(cfg: TrainConfig, state: TrainState, ctx: DistContext) -> bool:
+    """Early stopping: the main process's count of evaluations without improvement, agreed by all."""
+    patience = cfg.early_stopping_patience
+    if not patience:
+        return False
+    flag = torch.tensor([float(ctx.is_main and state.evals_since_best >= patience)], device=ctx.device)
+    return bool(ctx.all_reduce_(flag).item() > 0)
 
 
 def _clip(params: list[nn.Parameter], max_norm: float) -> float:

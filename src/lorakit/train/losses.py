@@ -19,6 +19,8 @@ gradients (a parity test checks both in fp32). Without grad mode (evaluation) no
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -128,21 +130,26 @@ def split_causal_lm(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
     return (body, head) if type(head) is nn.Linear else None
 
 
-def causal_lm_summed_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+def causal_lm_summed_loss(model: nn.Module, batch: dict[str, Tensor], inputs: dict[str, Any] | None = None) -> Tensor:
     """Sum over completion tokens of the next-token cross-entropy (fp32), chunked where the model allows.
+
+    ``inputs`` are the forward's keyword arguments (default: ids and padding mask; a packed batch passes
+    its per-example ``position_ids`` instead of the mask, see :func:`~lorakit.train.objectives.model_inputs`).
 
     Token t predicts token t+1: hidden state t is paired with label t+1, and only pairs whose label is
     not ``IGNORE_INDEX`` are projected to the vocabulary.
     """
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE_INDEX
+    if inputs is None:
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     parts = split_causal_lm(model)
     if parts is None:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        out = model(**inputs)
         logits = out.logits if hasattr(out, "logits") else out[0]
         shifted = logits[:, :-1, :].reshape(-1, logits.shape[-1]).float()
         return F.cross_entropy(shifted, labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
     body, head = parts
     # use_cache=False: training needs no key/value cache (it would only hold memory).
-    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)[0]
+    hidden = body(**{**inputs, "use_cache": False})[0]
     return linear_cross_entropy(hidden[:, :-1][keep], head.weight, labels[keep], head.bias)

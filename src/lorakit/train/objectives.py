@@ -7,6 +7,8 @@ the mean over examples (classification) or over completion tokens (causal LM), e
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,14 +24,26 @@ def loss_terms(task: str, batch: dict[str, Tensor]) -> int:
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
+def model_inputs(batch: dict[str, Tensor]) -> dict[str, Any]:
+    """The keyword arguments of the model's forward for ``batch``.
+
+    A packed batch (``position_ids`` present, see :mod:`lorakit.data.packing`) goes in *without* its
+    attention mask and without a KV cache: the model then derives the block-diagonal mask from the
+    restarting positions. Any other batch goes in with its padding mask.
+    """
+    if "position_ids" in batch:
+        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
 def summed_loss(task: str, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
     """Sum of the cross-entropy terms of ``batch`` (fp32 logits for a stable log-softmax).
 
     Causal LMs go through :func:`~lorakit.train.losses.causal_lm_summed_loss` (no full logits).
     """
     if task != "classify":
-        return causal_lm_summed_loss(model, batch)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return causal_lm_summed_loss(model, batch, model_inputs(batch))
+    out = model(**model_inputs(batch))
     logits = out.logits if hasattr(out, "logits") else out[0]
     labels = batch["labels"]
     return F.cross_entropy(logits.float(), labels, reduction="sum")

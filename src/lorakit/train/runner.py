@@ -7,6 +7,7 @@ weights → final evaluation → ``adapter/`` (or ``model/``), ``metrics.json``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lorakit.data.split_plan import SPLIT_SEED
 from lorakit.train.checkpoint import load_tensors_into
 from lorakit.train.config import TrainConfig
 from lorakit.train.distributed import DistContext, init_distributed, shutdown_distributed
@@ -26,10 +28,12 @@ from lorakit.train.evaluate import evaluate_dataset, evaluate_loss
 from lorakit.train.loop import LoopResult, Selection, train_loop
 from lorakit.train.memory import apply_memory_options, resolve_memory_options
 from lorakit.train.outputs import METRICS_FILE, PLOT_FILE, PeakMemory, folder_bytes, plot_loss, write_json
+from lorakit.train.run_data import run_splits, training_rows
+from lorakit.train.trackers import open_trackers
 
 HEAD_NAMES = ("classifier", "score")  # sequence-classification heads of BERT-like / decoder models
 TASK_TYPES = {"classify": "SEQ_CLS", "generate": "CAUSAL_LM"}  # PEFT's task_type values
-DATA_SPLIT_SEED = 0  # seeded splits (trec/subj/mr/e2e dev) stay fixed when --seed changes
+DATA_SPLIT_SEED = SPLIT_SEED  # seeded splits stay fixed when --seed changes (lorakit eval uses it too)
 
 
 def seed_everything(seed: int) -> None:
@@ -73,21 +77,24 @@ class Prepared:
     test_set: Any  # Dataset of the final report
     loaded: Any  # lorakit.models.LoadedModel
     collate: Any
+    splits: dict[str, Any] | None = None  # how train/eval/test were made (split_plan report)
+    train_rows: Any = None  # what the loop batches: the train examples, or packed rows (run_data.py)
+    train_collate: Any = None
+    packing: dict[str, Any] | None = None
 
 
 def prepare(cfg: TrainConfig, ctx: DistContext) -> Prepared:
     """Seed, read the splits, resolve the task's defaults and load the model on ``ctx.device``."""
-    from lorakit.data import load_dataset
     from lorakit.data.batches import CausalLMCollator, ClassificationCollator
     from lorakit.models import load_model
 
     if cfg.model is None or cfg.data is None:
         raise ValueError("give a MODEL and a DATA set (on the command line or as model/data in --config)")
     seed_everything(cfg.seed)
-    train = load_dataset(cfg.data, "train", cfg.data_root, seed=DATA_SPLIT_SEED)
-    cfg = resolve_memory_options(cfg.resolve(train.task, cfg.model, cfg.data), ctx.device)
-    eval_set = load_dataset(cfg.data, cfg.eval_split, cfg.data_root, seed=DATA_SPLIT_SEED)
-    test_set = load_dataset(cfg.data, cfg.test_split, cfg.data_root, seed=DATA_SPLIT_SEED, limit=cfg.eval_limit)
+    splits = run_splits(cfg, announce=ctx.is_main)
+    train, eval_set, test_set = splits.train, splits.eval, splits.test
+    cfg = dataclasses.replace(cfg.resolve(train.task, cfg.model, cfg.data), test_split=splits.report["test"]["split"])
+    cfg = resolve_memory_options(cfg, ctx.device)
     from lorakit.models.precision import load_dtype
 
     loaded = load_model(cfg.model, cfg.task, num_labels=train.num_labels if cfg.task == "classify" else None,
@@ -97,7 +104,8 @@ def prepare(cfg: TrainConfig, ctx: DistContext) -> Prepared:
         collate = ClassificationCollator(loaded.tokenizer, cfg.max_length)
     else:
         collate = CausalLMCollator(loaded.tokenizer, cfg.max_length)
-    return Prepared(cfg, train, eval_set, test_set, loaded, collate)
+    rows, train_collate, packing = training_rows(cfg, train.examples, collate, loaded.model)
+    return Prepared(cfg, train, eval_set, test_set, loaded, collate, splits.report, rows, train_collate, packing)
 
 
 def final_eval(p: Prepared, model: nn.Module, progress: bool) -> dict[str, Any]:
@@ -137,13 +145,16 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ctx = init_distributed(cfg.device)
+    trackers: list[Any] = []
     try:
-        return _run(cfg, ctx, wall)
+        return _run(cfg, ctx, wall, trackers)
     finally:
+        for tracker in trackers:
+            tracker.close()
         shutdown_distributed(ctx)
 
 
-def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
+def _run(cfg: TrainConfig, ctx: DistContext, wall: float, trackers: list[Any]) -> dict[str, Any]:
     memory = PeakMemory(ctx.device)  # each phase's own peak: evaluation must not set the run's peak
     memory.phase("load")
     p = prepare(cfg, ctx)
@@ -167,11 +178,13 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
     from lorakit.core import parameter_report
 
     report = parameter_report(model)
-    total_steps = total_steps_for(cfg, len(p.train))
+    total_steps = total_steps_for(cfg, len(p.train_rows))
     evaluate, selection = selection_eval(p)
     memory.phase("train")
-    result: LoopResult = train_loop(model, p.train.examples, p.collate, cfg, total_steps, ctx=ctx, out_dir=out,
-                                    evaluate=evaluate, selection=selection, resume=cfg.resume)
+    tracker = open_trackers(cfg.report_to, out, out.name, cfg.to_json()) if ctx.is_main else None
+    trackers += [tracker] if tracker is not None else []
+    result: LoopResult = train_loop(model, p.train_rows, p.train_collate, cfg, total_steps, ctx=ctx, out_dir=out,
+                                    evaluate=evaluate, selection=selection, resume=cfg.resume, tracker=tracker)
     memory.phase("final_eval")
     summary: dict[str, Any] = {
         "stopped": result.stopped, "step": result.state.step, "total_steps": total_steps,
@@ -197,8 +210,11 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float) -> dict[str, Any]:
         "wall_seconds": time.perf_counter() - wall, "peak_memory_mb": memory.overall(),
         "peak_memory_phases_mb": memory.peaks,
         "device": str(ctx.device), "processes": ctx.world_size, **saved,
+        "data_splits": p.splits, "packing": p.packing, "early_stopped": result.early_stopped,
         "config": cfg.to_json(),
     }
+    if tracker is not None:
+        tracker.log({"step": result.state.step, "test": test_metrics})
     write_json(out / METRICS_FILE, metrics)
     plot_loss(out / "log.jsonl", out / PLOT_FILE, selection.metric)
     return metrics
