@@ -32,7 +32,7 @@ SCHEMA = {
     "additionalProperties": False,
 }
 FORMAT = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA, "strict": True}}
-PROMPTS = [f"prompt {i}: {w}" for i, w in enumerate("ab cd ef gh ij kl mn op qr st uv wx yz AB CD EF GH IJ KL MN".split())]
+PROMPTS = [f"prompt {i}: {chr(97 + i)}{chr(65 + i)}" for i in range(20)]
 ADAPTERS = [None, "qv4", "attn2", "all4rs"]
 
 
