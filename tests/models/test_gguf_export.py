@@ -118,3 +118,39 @@ def test_refusals(tmp_path):
     with pytest.raises(ValueError, match="merge"):
         export_gguf(model, tokenizer, tmp_path / "x.gguf")
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.slow
+def test_smollm2_with_its_published_adapter(tmp_path):
+    """The real model: the e2e adapter merged and exported; read back by transformers and by gguf."""
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lorakit.cli.main import main
+    from lorakit.models import load_model
+    from lorakit.models.embedded import locate_embedded
+    from tests.conftest import REPO
+
+    adapter = REPO / "adapters" / "smollm2" / "e2e"
+    out = tmp_path / "e2e.gguf"
+    assert main(["export", "smollm2", "--adapter", str(adapter), "--gguf", str(out)]) == 0
+    reference = load_model("smollm2", task="generate")
+    lorakit.load_adapter(reference.model, adapter)
+    lorakit.merge(reference.model)
+    ids = torch.tensor([reference.tokenizer("name[The Eagle], eatType[pub], food[Italian]")["input_ids"]])
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        want, got = reference.model(ids).logits, loaded(ids).logits
+    assert ((got - want).abs().max() / want.abs().max()).item() < 1e-2
+    with torch.no_grad():  # the file's own rounding: every matrix through f16 and back
+        for param in reference.model.parameters():
+            if param.ndim == 2:
+                param.copy_(param.half().float())
+    with torch.inference_mode():
+        rounded = reference.model(ids).logits
+    assert ((got - rounded).abs().max() / rounded.abs().max()).item() < 1e-4
+    back = AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)
+    assert back(TEXT)["input_ids"] == reference.tokenizer(TEXT)["input_ids"]
+    written, shipped = gguf.GGUFReader(str(out)).fields, gguf.GGUFReader(str(locate_embedded("smollm2"))).fields
+    for key in [k for k in shipped if k.startswith("tokenizer.")]:
+        assert written[key].contents() == shipped[key].contents(), key

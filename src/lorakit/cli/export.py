@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     model = loaded.model.eval()
     if adapter is not None:
         load_adapter(model, adapter)
+        model.eval()  # the LoRA layers' dropout is created in training mode: the probe must not drop
         encoded = loaded.tokenizer(PROBE, return_tensors="pt")
         batch = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
         before = _outputs(model, batch)

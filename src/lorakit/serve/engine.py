@@ -30,70 +30,23 @@ import contextlib
 import inspect
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from lorakit.serve import kv
 from lorakit.serve.bank import AdapterBank, BankFull
-from lorakit.serve.constrained import Constraint, token_masks
-from lorakit.serve.sampling import SamplingParams, TokenLogprob, next_tokens, token_logprobs
-from lorakit.serve.text import TextStream
+from lorakit.serve.constrained import token_masks
+from lorakit.serve.request import GenerationRequest, RequestUpdate, Sequence
+from lorakit.serve.sampling import TokenLogprob, next_tokens, token_logprobs
+
+__all__ = ["Engine", "GenerationRequest", "QueueFull", "RequestUpdate"]
 
 
 class QueueFull(RuntimeError):
     """The request queue is at its limit (the HTTP layer answers 429 with Retry-After)."""
-
-
-@dataclass
-class RequestUpdate:
-    """What a request produced since its last update; ``finish_reason`` set on the last one."""
-
-    text: str
-    finish_reason: str | None = None  # "stop", "length", "cancelled", "error"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error: str | None = None
-    # For finish_reason "error": the HTTP status it deserves (400/404: the adapter went bad or away).
-    status: int = 500
-    # With params.logprobs set: one entry per generated token whose text this update (or an earlier
-    # one) carries; end-of-sequence tokens are not content and get none.
-    logprobs: list[TokenLogprob] | None = None
-
-
-@dataclass
-class GenerationRequest:
-    """One prompt to complete, with its adapter (``None``: the base model) and sampling rule."""
-
-    prompt_ids: list[int]
-    params: SamplingParams = field(default_factory=SamplingParams)
-    adapter: str | None = None
-    on_update: Callable[[RequestUpdate], None] | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    # A response format's grammar state (one per request, never shared): masks every step's choice.
-    constraint: Constraint | None = None
-
-
-class _Sequence:
-    """A request while it runs: its tokens, text stream, generator and slot."""
-
-    def __init__(self, request: GenerationRequest, slot: int, tokenizer, key: str | None = None) -> None:
-        self.request = request
-        self.slot = slot
-        self.key = key  # the bank key pinned for this row (None: the base model)
-        self.constraint = request.constraint
-        self.logprobs: list[TokenLogprob] = []  # not yet sent
-        self.stream = TextStream(tokenizer, request.params.stop)
-        self.generator = request.params.generator()
-        self.generated = 0
-        self.next_pos = len(request.prompt_ids)
-        self.last_token = -1
-        self.finish: str | None = None
-        self.submitted = time.perf_counter()
 
 
 class Engine:
@@ -123,7 +76,7 @@ class Engine:
         self._cv = threading.Condition()
         self._queue: deque[GenerationRequest] = deque()
         self._cancelled: set[str] = set()
-        self._active: list[_Sequence] = []
+        self._active: list[Sequence] = []
         self._cache = None
         self._mask: Tensor | None = None
         self._rows = None
@@ -233,7 +186,7 @@ class Engine:
     def step(self) -> None:
         """One admit → prefill → join → decode → leave round (a no-op when idle)."""
         start = time.perf_counter()
-        group: list[_Sequence] = []
+        group: list[Sequence] = []
         rows = 0
         with self.lock, torch.inference_mode():
             try:
@@ -255,8 +208,8 @@ class Engine:
             with contextlib.suppress(Exception):  # an observer must never stop the engine thread
                 self.on_step(max(rows, len(group)), time.perf_counter() - start)
 
-    def _admit(self) -> list[_Sequence]:
-        group: list[_Sequence] = []
+    def _admit(self) -> list[Sequence]:
+        group: list[Sequence] = []
         waiting: list[GenerationRequest] = []
         budget = self.max_prefill_tokens
         with self._cv:
@@ -280,7 +233,7 @@ class Engine:
                 else:
                     slot = -1
                 budget -= n
-                group.append(_Sequence(request, slot, self.tokenizer, key))
+                group.append(Sequence(request, slot, self.tokenizer, key))
             self._queue.extendleft(reversed(waiting))
         return group
 
@@ -299,7 +252,7 @@ class Engine:
         with self.bank.batch(slots_rows):
             return self.model(**inputs, use_cache=True)
 
-    def _prefill(self, group: list[_Sequence]) -> None:
+    def _prefill(self, group: list[Sequence]) -> None:
         length = max(len(s.request.prompt_ids) for s in group)
         ids = torch.full((len(group), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(group), length), dtype=torch.long)
@@ -339,12 +292,12 @@ class Engine:
                 self._cache, self._mask = None, None
             self._set_active(survivors)
 
-    def _set_active(self, active: list[_Sequence]) -> None:
+    def _set_active(self, active: list[Sequence]) -> None:
         self._active = active
         # A new composition object only when rows change, so decode steps reuse the bank's plans.
         self._rows = self.bank.rows([s.slot for s in active]) if self.bank is not None and active else None
 
-    def _advance(self, seqs: list[_Sequence], logits: Tensor) -> list[_Sequence]:
+    def _advance(self, seqs: list[Sequence], logits: Tensor) -> list[Sequence]:
         """Choose each row's next token, stream its text, and return the rows that go on."""
         if self.logits_hook is not None:
             self.logits_hook([s.request.id for s in seqs], logits)
@@ -403,7 +356,7 @@ class Engine:
                 self._cache, self._mask = None, None
             self._set_active([self._active[i] for i in keep])
 
-    def _finish(self, seq: _Sequence, reason: str, error: str | None = None) -> None:
+    def _finish(self, seq: Sequence, reason: str, error: str | None = None) -> None:
         if seq.finish is not None:
             return
         seq.finish = reason
@@ -416,7 +369,7 @@ class Engine:
                                               logprobs=self._take_logprobs(seq)))
 
     @staticmethod
-    def _take_logprobs(seq: _Sequence) -> list[TokenLogprob] | None:
+    def _take_logprobs(seq: Sequence) -> list[TokenLogprob] | None:
         if seq.request.params.logprobs is None:
             return None
         taken, seq.logprobs = seq.logprobs, []
