@@ -358,9 +358,14 @@ class LoraServer:
         return adapters
 
     def start(self) -> None:
-        """Run the engine on a background thread (the HTTP server does)."""
+        """Run the engine on a background thread (the HTTP server does).
+
+        The token table for response formats and logprobs is built meanwhile on another thread (a few
+        seconds for a 49k vocabulary), so the first such request does not wait for it.
+        """
         if self.engine is not None:
             self.engine.start()
+            threading.Thread(target=self.vocab.get, name="lorakit-vocabulary", daemon=True).start()
 
     def close(self) -> None:
         """Stop the engine and give the model back without any bank modules."""
