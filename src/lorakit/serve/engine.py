@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from lorakit.serve import kv
 from lorakit.serve.bank import AdapterBank, BankFull
 from lorakit.serve.constrained import token_masks
-from lorakit.serve.request import GenerationRequest, RequestUpdate, Sequence
+from lorakit.serve.request import GenerationRequest, RequestUpdate, RunningSequence
 from lorakit.serve.sampling import TokenLogprob, next_tokens, token_logprobs
 
 __all__ = ["Engine", "GenerationRequest", "QueueFull", "RequestUpdate"]
@@ -76,7 +76,7 @@ class Engine:
         self._cv = threading.Condition()
         self._queue: deque[GenerationRequest] = deque()
         self._cancelled: set[str] = set()
-        self._active: list[Sequence] = []
+        self._active: list[RunningSequence] = []
         self._cache = None
         self._mask: Tensor | None = None
         self._rows = None
@@ -186,7 +186,7 @@ class Engine:
     def step(self) -> None:
         """One admit → prefill → join → decode → leave round (a no-op when idle)."""
         start = time.perf_counter()
-        group: list[Sequence] = []
+        group: list[RunningSequence] = []
         rows = 0
         with self.lock, torch.inference_mode():
             try:
@@ -208,8 +208,8 @@ class Engine:
             with contextlib.suppress(Exception):  # an observer must never stop the engine thread
                 self.on_step(max(rows, len(group)), time.perf_counter() - start)
 
-    def _admit(self) -> list[Sequence]:
-        group: list[Sequence] = []
+    def _admit(self) -> list[RunningSequence]:
+        group: list[RunningSequence] = []
         waiting: list[GenerationRequest] = []
         budget = self.max_prefill_tokens
         with self._cv:
@@ -233,7 +233,7 @@ class Engine:
                 else:
                     slot = -1
                 budget -= n
-                group.append(Sequence(request, slot, self.tokenizer, key))
+                group.append(RunningSequence(request, slot, self.tokenizer, key))
             self._queue.extendleft(reversed(waiting))
         return group
 
@@ -252,7 +252,7 @@ class Engine:
         with self.bank.batch(slots_rows):
             return self.model(**inputs, use_cache=True)
 
-    def _prefill(self, group: list[Sequence]) -> None:
+    def _prefill(self, group: list[RunningSequence]) -> None:
         length = max(len(s.request.prompt_ids) for s in group)
         ids = torch.full((len(group), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(group), length), dtype=torch.long)
@@ -292,12 +292,12 @@ class Engine:
                 self._cache, self._mask = None, None
             self._set_active(survivors)
 
-    def _set_active(self, active: list[Sequence]) -> None:
+    def _set_active(self, active: list[RunningSequence]) -> None:
         self._active = active
         # A new composition object only when rows change, so decode steps reuse the bank's plans.
         self._rows = self.bank.rows([s.slot for s in active]) if self.bank is not None and active else None
 
-    def _advance(self, seqs: list[Sequence], logits: Tensor) -> list[Sequence]:
+    def _advance(self, seqs: list[RunningSequence], logits: Tensor) -> list[RunningSequence]:
         """Choose each row's next token, stream its text, and return the rows that go on."""
         if self.logits_hook is not None:
             self.logits_hook([s.request.id for s in seqs], logits)
@@ -356,7 +356,7 @@ class Engine:
                 self._cache, self._mask = None, None
             self._set_active([self._active[i] for i in keep])
 
-    def _finish(self, seq: Sequence, reason: str, error: str | None = None) -> None:
+    def _finish(self, seq: RunningSequence, reason: str, error: str | None = None) -> None:
         if seq.finish is not None:
             return
         seq.finish = reason
@@ -369,7 +369,7 @@ class Engine:
                                               logprobs=self._take_logprobs(seq)))
 
     @staticmethod
-    def _take_logprobs(seq: Sequence) -> list[TokenLogprob] | None:
+    def _take_logprobs(seq: RunningSequence) -> list[TokenLogprob] | None:
         if seq.request.params.logprobs is None:
             return None
         taken, seq.logprobs = seq.logprobs, []

@@ -41,7 +41,7 @@ class GenerationRequest:
     constraint: Constraint | None = None
 
 
-class Sequence:
+class RunningSequence:
     """A request while it runs: its tokens, text stream, generator and slot."""
 
     def __init__(self, request: GenerationRequest, slot: int, tokenizer, key: str | None = None) -> None:
