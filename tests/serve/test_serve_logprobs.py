@@ -119,3 +119,16 @@ def test_chat_n_choices(client):
     choices = r.json()["choices"]
     assert [c["index"] for c in choices] == [0, 1, 2]
     assert len({c["message"]["content"] for c in choices}) > 1  # different seeds per choice
+
+
+def test_token_bytes_of_a_byte_level_tokenizer():
+    """The fast path (llguidance reads tokenizer.json): each token's bytes, multi-byte characters included."""
+    from lorakit.serve.constrained import Vocabulary
+    from tests.models.test_gguf_export import byte_level_tokenizer
+
+    tokenizer = byte_level_tokenizer()
+    vocab = Vocabulary(tokenizer, len(tokenizer) + 4, {tokenizer.eos_token_id})
+    text = "the weights é ✓ rank"
+    ids = tokenizer(text)["input_ids"]
+    assert b"".join(vocab.token_bytes(i) for i in ids) == text.encode()
+    assert vocab.token_bytes(len(tokenizer) + 1) == b""  # an embedding row with no token
