@@ -140,7 +140,9 @@ def test_delete_with_encoded_paths(client, path):
     ({"model": "qv4", "prompt": "x", "max_tokens": 21}, 400),
     ({"model": "qv4", "prompt": "x" * 60, "max_tokens": 1}, 400),
     ({"model": "qv4", "prompt": "x", "n": 5}, 400),
-    ({"model": "qv4", "prompt": "x", "logprobs": 2}, 400),
+    ({"model": "qv4", "prompt": "x", "logprobs": 6}, 422),
+    ({"model": "qv4", "prompt": "x", "response_format": {"type": "xml"}}, 400),
+    ({"model": "qv4", "prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"schema": 3}}}, 400),
     ({"model": "qv4", "prompt": "x", "echo": True}, 400),
     ({"model": "qv4", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400),
     ({"model": "qv4", "prompt": []}, 400),
@@ -174,7 +176,8 @@ def test_malformed_json_and_large_bodies(client):
 def test_fuzzed_bodies_never_give_a_500(client):
     values = [None, 0, -1, 2**70, 1.5, "", "x", [], {}, [None], {"a": 1}, True, "\x00", float("1e308")]
     fields = ["model", "prompt", "messages", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream",
-              "input", "name", "stream_options", "logit_bias", "max_completion_tokens"]
+              "input", "name", "stream_options", "logit_bias", "max_completion_tokens", "response_format", "logprobs",
+              "top_logprobs", "replace"]
     for path in ("/v1/completions", "/v1/chat/completions", "/v1/adapters", "/v1/classify"):
         for field in fields:
             for value in values:

@@ -17,6 +17,7 @@ import warnings
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lorakit.cli.inspect", "dry run: what LoRA would adapt in a model, or what an adapter adapts"),
     "merge": ("lorakit.cli.merge", "merge an adapter into its base and write a standalone model folder"),
+    "export": ("lorakit.cli.export", "merge an adapter into its base and write a GGUF file (llama.cpp, Ollama)"),
     "train": ("lorakit.cli.train", "fine-tune a LoRA adapter (or full / BitFit baselines) on a data set"),
     "eval": ("lorakit.cli.eval", "evaluate a base model or an adapter on a data set"),
     "quickstart": ("lorakit.cli.quickstart", "the 10-minute tour: base vs LoRA on SST-2 with minilm"),

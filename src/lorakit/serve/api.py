@@ -13,10 +13,16 @@ One frozen base, an :class:`~lorakit.serve.bank.AdapterBank` of adapters and, fo
 :class:`~lorakit.serve.engine.Engine` that batches requests of different adapters together.
 Adapters named by a request but not resident are loaded from the adapters folder on demand
 (least recently used ones are evicted beyond ``max_loaded``).
+
+Replacing an adapter under load (:meth:`LoraServer.replace_adapter`) never touches the weights
+running rows use: the new version is loaded into its own slot under a new bank key
+(``name#2``; ``#`` cannot occur in an adapter name, so keys never collide with names), new requests
+are admitted on it, and the old version is unloaded when its last row finishes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -27,9 +33,10 @@ from torch import nn
 
 from lorakit.io import read_adapter
 from lorakit.serve.bank import AdapterBank, BankFull, LoadedAdapter
+from lorakit.serve.constrained import Constraint, LazyVocabulary, grammar_for
 from lorakit.serve.engine import Engine, GenerationRequest, QueueFull, RequestUpdate
 from lorakit.serve.folder import AdapterFolder, AdapterNotFound, check_name
-from lorakit.serve.sampling import SamplingParams
+from lorakit.serve.sampling import SamplingParams, TokenLogprob
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class Completion:
     completion_tokens: int
     adapter: str | None
     error: str | None = None
+    # One entry per generated token when the request asked for logprobs (SamplingParams.logprobs).
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,17 @@ class LoraServer:
         self.folder = AdapterFolder(adapters_dir) if adapters_dir is not None else None
         self.engine = Engine(model, tokenizer, self.bank, max_batch=max_batch, max_queue=max_queue,
                              max_prefill_tokens=max_prefill_tokens) if task == "generate" else None
+        # Current version of each replaced adapter (absent: version 0, bank key = name) and the bank
+        # keys of older versions that rows still use.
+        self._versions: dict[str, int] = {}
+        self._retiring: set[str] = set()
+        self.vocab: LazyVocabulary | None = None
         if self.engine is not None:
             self.engine.loader = self._load_from_folder
+            self.engine.keys = self.key
+            self.engine.on_release = self._retire
+            n_vocab = model.get_output_embeddings().weight.shape[0]
+            self.vocab = LazyVocabulary(tokenizer, n_vocab, self.engine.eos_ids)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, task: str = "generate", num_labels: int | None = None,
@@ -81,8 +99,26 @@ class LoraServer:
         return cls(loaded.model, loaded.tokenizer, name=loaded.name, task=task, **kwargs)
 
     # ---- adapters --------------------------------------------------------------------------
-    def add_adapter(self, name: str, path: str | Path | None = None) -> LoadedAdapter:
-        """Load adapter ``name`` from ``path``, or from the adapters folder when no path is given."""
+    def key(self, name: str) -> str:
+        """The bank key of adapter ``name``'s current version (the name itself until it is replaced)."""
+        version = self._versions.get(name, 0)
+        return name if version == 0 else f"{name}#{version}"
+
+    def is_loaded(self, name: str) -> bool:
+        """Whether the current version of adapter ``name`` is resident."""
+        return self.key(name) in self.bank
+
+    def adapter_info(self, name: str) -> LoadedAdapter:
+        """The resident current version of ``name`` (``KeyError`` if not loaded), under its own name."""
+        return dataclasses.replace(self.bank.info(self.key(name)), name=name)
+
+    def loaded_adapters(self) -> list[LoadedAdapter]:
+        """The current version of every resident adapter, least recently used first."""
+        entries = self.bank.snapshot()
+        return [dataclasses.replace(e, name=e.name.partition("#")[0]) for e in entries
+                if e.name == self.key(e.name.partition("#")[0])]
+
+    def _path(self, name: str, path: str | Path | None) -> str | Path:
         check_name(name)
         if name == self.name:
             raise ValueError(f"adapter name {name!r} is the base model's name")
@@ -90,11 +126,47 @@ class LoraServer:
             if self.folder is None:
                 raise ValueError("no adapters folder configured: pass the adapter's path")
             path = self.folder.resolve(name)
-        return self.bank.load(name, path)
+        return path
+
+    def add_adapter(self, name: str, path: str | Path | None = None) -> LoadedAdapter:
+        """Load adapter ``name`` from ``path``, or from the adapters folder when no path is given."""
+        file = read_adapter(self._path(name, path))
+        with self.bank.lock:
+            return dataclasses.replace(self.bank.load_file(self.key(name), file), name=name)
+
+    def replace_adapter(self, name: str, path: str | Path | None = None) -> tuple[LoadedAdapter, bool]:
+        """Load a new version of ``name`` atomically; returns (its info, whether an old one was replaced).
+
+        Rows already running finish on the old weights; every request admitted from now on gets the new
+        ones. A bad new adapter raises ``ValueError`` and the old version keeps serving. When ``name``
+        is not loaded this is a plain load.
+        """
+        file = read_adapter(self._path(name, path))  # read and validated before anything changes
+        with self.bank.lock:
+            old = self.key(name)
+            if old not in self.bank:
+                return dataclasses.replace(self.bank.load_file(old, file), name=name), False
+            version = self._versions.get(name, 0) + 1
+            info = self.bank.load_file(f"{name}#{version}", file)  # BankFull/ValueError: nothing changed
+            self._versions[name] = version
+            self._retiring.add(old)
+            self._retire(old)
+            return dataclasses.replace(info, name=name), True
+
+    def _retire(self, key: str) -> None:
+        # Called after a row releases ``key`` (under bank.lock): an old version goes once nobody uses it.
+        if key not in self._retiring:
+            return
+        entry = self.bank.get(key)
+        if entry is None:
+            self._retiring.discard(key)  # evicted meanwhile
+        elif entry.pins == 0:
+            self.bank.unload(key)
+            self._retiring.discard(key)
 
     def remove_adapter(self, name: str) -> None:
-        """Unload a resident adapter (``KeyError`` if not loaded)."""
-        self.bank.unload(name)
+        """Unload a resident adapter (``KeyError`` if not loaded, ``ValueError`` while a request uses it)."""
+        self.bank.unload(self.key(name))
 
     def available(self) -> list[str]:
         """Adapters that can be loaded from the adapters folder."""
@@ -105,7 +177,7 @@ class LoraServer:
         if model is None or model == self.name:
             return None
         check_name(model)
-        if model in self.bank:
+        if self.is_loaded(model):
             return model
         if self.folder is None:
             raise AdapterNotFound(f"adapter {model!r} is not loaded")
@@ -115,14 +187,16 @@ class LoraServer:
     def _load_from_folder(self, adapter: str) -> None:
         if self.folder is None:
             raise AdapterNotFound(f"adapter {adapter!r} is not loaded")
-        self.bank.load(adapter, self.folder.resolve(adapter))
+        self.bank.load_file(self.key(adapter), read_adapter(self.folder.resolve(adapter)))
 
-    def _pin(self, adapter: str) -> None:
+    def _pin(self, adapter: str) -> str:
         # Under bank.lock, so that nothing evicts the adapter between loading and pinning it.
         with self.bank.lock:
-            if adapter not in self.bank:
+            if not self.is_loaded(adapter):
                 self._load_from_folder(adapter)
-            self.bank.acquire(adapter)
+            key = self.key(adapter)
+            self.bank.acquire(key)
+            return key
 
     # ---- generation ------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
@@ -136,38 +210,60 @@ class LoraServer:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None, on_update) -> str:
-        """Queue one request; its adapter (checked to exist now) is loaded when the request runs."""
+    def constraint(self, response_format: dict | None) -> Constraint | None:
+        """A fresh grammar state for one request with OpenAI's ``response_format`` (``ValueError`` if bad)."""
+        grammar = grammar_for(response_format)
+        if grammar is None:
+            return None
+        self._require_engine()
+        return self.vocab.get().constraint(grammar)
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None, on_update,
+               constraint: Constraint | None = None) -> str:
+        """Queue one request; its adapter (checked to exist now) is loaded when the request runs.
+
+        ``constraint``: the request's own :meth:`constraint` (never share one between requests).
+        """
         engine = self._require_engine()
-        if adapter is not None and adapter not in self.bank:
+        if adapter is not None and not self.is_loaded(adapter):
             self.resolve_model(adapter)  # AdapterNotFound / ValueError before queueing
             # A bad adapter is refused now (400), not when the request runs. It is loaded now only into
             # a free slot: evicting here could throw out an adapter that queued requests wait for.
             file = read_adapter(self.folder.resolve(adapter))
             with self.bank.lock:
-                if adapter not in self.bank:
+                if not self.is_loaded(adapter):
                     try:
-                        self.bank.load_file(adapter, file, evict=False)
+                        self.bank.load_file(self.key(adapter), file, evict=False)
                     except BankFull:
                         self.bank.check(file)  # loads (evicting the LRU) when the request is admitted
-        return engine.submit(GenerationRequest(prompt_ids, params, adapter, on_update))
+        return engine.submit(GenerationRequest(prompt_ids, params, adapter, on_update, constraint=constraint))
 
     def generate(self, prompts: list[str] | str, adapters: list[str | None] | str | None = None, *,
                  max_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 stop: tuple[str, ...] | list[str] = ()) -> list[Completion]:
-        """Complete every prompt, each with its own adapter (``None``: base), all batched together."""
+                 stop: tuple[str, ...] | list[str] = (), logprobs: int | None = None,
+                 response_format: dict | list[dict | None] | None = None) -> list[Completion]:
+        """Complete every prompt, each with its own adapter (``None``: base), all batched together.
+
+        ``response_format``: OpenAI's (e.g. ``{"type": "json_object"}``), for every row or one per row.
+        """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         adapters = self._per_row(adapters, len(prompts))
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=tuple(stop))
-        return self.generate_ids([self.encode_prompt(p) for p in prompts], adapters, params)
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                                stop=tuple(stop), logprobs=logprobs)
+        return self.generate_ids([self.encode_prompt(p) for p in prompts], adapters, params, response_format)
 
     def generate_ids(self, prompt_ids: list[list[int]], adapters: list[str | None],
-                     params: SamplingParams | list[SamplingParams]) -> list[Completion]:
+                     params: SamplingParams | list[SamplingParams],
+                     response_format: dict | list[dict | None] | None = None) -> list[Completion]:
         """Like :meth:`generate` for token ids; blocks until every request is done."""
         engine = self._require_engine()
         params = params if isinstance(params, list) else [params] * len(prompt_ids)
+        formats = response_format if isinstance(response_format, list) else [response_format] * len(prompt_ids)
+        if len(formats) != len(prompt_ids):
+            raise ValueError(f"got {len(prompt_ids)} prompts but {len(formats)} response formats")
+        constraints = [self.constraint(f) for f in formats]  # bad formats fail before anything is queued
         for adapter in dict.fromkeys(adapters):  # fail before anything is queued
-            if adapter is not None and adapter not in self.bank:
+            if adapter is not None and not self.is_loaded(adapter):
                 self.resolve_model(adapter)
         results: list[list[RequestUpdate]] = [[] for _ in prompt_ids]
         done = [threading.Event() for _ in prompt_ids]
@@ -183,7 +279,7 @@ class LoraServer:
         while pending:
             i = pending[0]
             try:
-                self.submit(prompt_ids[i], params[i], adapters[i], collector(i))
+                self.submit(prompt_ids[i], params[i], adapters[i], collector(i), constraints[i])
                 pending.pop(0)
             except QueueFull:
                 # Wait for queued rows to join the batch.
@@ -203,8 +299,9 @@ class LoraServer:
     @staticmethod
     def _completion(updates: list[RequestUpdate], adapter: str | None) -> Completion:
         last = updates[-1]
+        logprobs = None if last.logprobs is None else [lp for u in updates for lp in u.logprobs or ()]
         return Completion("".join(u.text for u in updates), last.finish_reason or "error", last.prompt_tokens,
-                          last.completion_tokens, adapter, last.error)
+                          last.completion_tokens, adapter, last.error, logprobs)
 
     # ---- classification --------------------------------------------------------------------
     def classify(self, texts: list[str] | str, adapters: list[str | None] | str | None = None, *,
@@ -224,16 +321,19 @@ class LoraServer:
             raise ValueError(f"input has {longest} tokens; at most {limit} are accepted")
         enc = {k: v.to(self.bank.device) for k, v in enc.items()}
         pinned: list[str] = []
+        keys: list[str | None] = []
         try:
             for a in adapters:
+                keys.append(None if a is None else self._pin(a))
                 if a is not None:
-                    self._pin(a)
-                    pinned.append(a)
-            with self.bank.lock, torch.inference_mode(), self.bank.batch([self.bank.slot(a) for a in adapters]):
+                    pinned.append(keys[-1])
+            with self.bank.lock, torch.inference_mode(), self.bank.batch([self.bank.slot(k) for k in keys]):
                 logits = self.model(**enc).logits.float()
         finally:
-            for a in pinned:
-                self.bank.release(a)
+            with self.bank.lock:
+                for key in pinned:
+                    self.bank.release(key)
+                    self._retire(key)
         probs = torch.softmax(logits, dim=-1)
         labels = getattr(self.model.config, "id2label", None) or {}
         out = []
@@ -258,9 +358,14 @@ class LoraServer:
         return adapters
 
     def start(self) -> None:
-        """Run the engine on a background thread (the HTTP server does)."""
+        """Run the engine on a background thread (the HTTP server does).
+
+        The token table for response formats and logprobs is built meanwhile on another thread (a few
+        seconds for a 49k vocabulary), so the first such request does not wait for it.
+        """
         if self.engine is not None:
             self.engine.start()
+            threading.Thread(target=self.vocab.get, name="lorakit-vocabulary", daemon=True).start()
 
     def close(self) -> None:
         """Stop the engine and give the model back without any bank modules."""

@@ -14,6 +14,14 @@ One *step* (always under ``bank.lock``, so adapters never change under a running
 A row's positions count its own tokens only, and padding is masked out, so every row's logits
 equal those of the same request run alone. Results go back through each request's ``on_update``
 callback, called on the engine's thread.
+
+Choosing a token (:meth:`Engine._advance`): the rows with a response format get their grammar's
+token masks (computed together, applied in one op) before sampling; rows that asked for logprobs get
+them from the raw logits in one log-softmax. Other rows pay nothing for either.
+
+Adapters are pinned by *bank key*, which ``keys`` maps from the adapter's name when the row is
+admitted: replacing an adapter (``LoraServer.replace_adapter``) loads the new weights under a new
+key, so rows admitted before keep the old slot to their end and rows admitted after get the new one.
 """
 
 from __future__ import annotations
@@ -22,61 +30,23 @@ import contextlib
 import inspect
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from lorakit.serve import kv
 from lorakit.serve.bank import AdapterBank, BankFull
-from lorakit.serve.sampling import SamplingParams, next_tokens
-from lorakit.serve.text import TextStream
+from lorakit.serve.constrained import token_masks
+from lorakit.serve.request import GenerationRequest, RequestUpdate, RunningSequence
+from lorakit.serve.sampling import TokenLogprob, next_tokens, token_logprobs
+
+__all__ = ["Engine", "GenerationRequest", "QueueFull", "RequestUpdate"]
 
 
 class QueueFull(RuntimeError):
     """The request queue is at its limit (the HTTP layer answers 429 with Retry-After)."""
-
-
-@dataclass
-class RequestUpdate:
-    """What a request produced since its last update; ``finish_reason`` set on the last one."""
-
-    text: str
-    finish_reason: str | None = None  # "stop", "length", "cancelled", "error"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error: str | None = None
-    # For finish_reason "error": the HTTP status it deserves (400/404: the adapter went bad or away).
-    status: int = 500
-
-
-@dataclass
-class GenerationRequest:
-    """One prompt to complete, with its adapter (``None``: the base model) and sampling rule."""
-
-    prompt_ids: list[int]
-    params: SamplingParams = field(default_factory=SamplingParams)
-    adapter: str | None = None
-    on_update: Callable[[RequestUpdate], None] | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-
-class _Sequence:
-    """A request while it runs: its tokens, text stream, generator and slot."""
-
-    def __init__(self, request: GenerationRequest, slot: int, tokenizer) -> None:
-        self.request = request
-        self.slot = slot
-        self.stream = TextStream(tokenizer, request.params.stop)
-        self.generator = request.params.generator()
-        self.generated = 0
-        self.next_pos = len(request.prompt_ids)
-        self.last_token = -1
-        self.finish: str | None = None
-        self.submitted = time.perf_counter()
 
 
 class Engine:
@@ -90,6 +60,10 @@ class Engine:
         self.on_step = on_step
         # Makes an adapter resident by name (LoraServer loads it from the adapters folder).
         self.loader: Callable[[str], object] | None = None
+        # An adapter's current bank key (a replaced adapter gets a new one), and what to do after a
+        # row releases a key (LoraServer unloads replaced versions once no row holds them).
+        self.keys: Callable[[str], str] = lambda name: name
+        self.on_release: Callable[[str], None] | None = None
         # Optional observer of every step's next-token logits (request ids, (rows, vocab)): for tests.
         self.logits_hook: Callable[[list[str], Tensor], None] | None = None
         self.lock = bank.lock if bank is not None else threading.RLock()
@@ -102,7 +76,7 @@ class Engine:
         self._cv = threading.Condition()
         self._queue: deque[GenerationRequest] = deque()
         self._cancelled: set[str] = set()
-        self._active: list[_Sequence] = []
+        self._active: list[RunningSequence] = []
         self._cache = None
         self._mask: Tensor | None = None
         self._rows = None
@@ -212,7 +186,7 @@ class Engine:
     def step(self) -> None:
         """One admit → prefill → join → decode → leave round (a no-op when idle)."""
         start = time.perf_counter()
-        group: list[_Sequence] = []
+        group: list[RunningSequence] = []
         rows = 0
         with self.lock, torch.inference_mode():
             try:
@@ -234,8 +208,8 @@ class Engine:
             with contextlib.suppress(Exception):  # an observer must never stop the engine thread
                 self.on_step(max(rows, len(group)), time.perf_counter() - start)
 
-    def _admit(self) -> list[_Sequence]:
-        group: list[_Sequence] = []
+    def _admit(self) -> list[RunningSequence]:
+        group: list[RunningSequence] = []
         waiting: list[GenerationRequest] = []
         budget = self.max_prefill_tokens
         with self._cv:
@@ -245,9 +219,10 @@ class Engine:
                 if group and n > budget:
                     self._queue.appendleft(request)
                     break
+                key = None
                 if request.adapter is not None:
                     try:
-                        slot = self._pin(request.adapter)
+                        key, slot = self._pin(request.adapter)
                     except BankFull:  # every slot serves running rows: wait for one to finish
                         waiting.append(request)
                         continue
@@ -258,17 +233,18 @@ class Engine:
                 else:
                     slot = -1
                 budget -= n
-                group.append(_Sequence(request, slot, self.tokenizer))
+                group.append(RunningSequence(request, slot, self.tokenizer, key))
             self._queue.extendleft(reversed(waiting))
         return group
 
-    def _pin(self, adapter: str) -> int:
+    def _pin(self, adapter: str) -> tuple[str, int]:
         # Runs under bank.lock (the step holds it): load-if-missing and pin are one atomic move.
-        if adapter not in self.bank:
+        key = self.keys(adapter)
+        if key not in self.bank:
             if self.loader is None:
                 raise KeyError(f"adapter {adapter!r} is not loaded")
             self.loader(adapter)
-        return self.bank.acquire(adapter)
+        return key, self.bank.acquire(key)
 
     def _forward(self, slots_rows, **inputs):
         if self.bank is None:
@@ -276,7 +252,7 @@ class Engine:
         with self.bank.batch(slots_rows):
             return self.model(**inputs, use_cache=True)
 
-    def _prefill(self, group: list[_Sequence]) -> None:
+    def _prefill(self, group: list[RunningSequence]) -> None:
         length = max(len(s.request.prompt_ids) for s in group)
         ids = torch.full((len(group), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(group), length), dtype=torch.long)
@@ -316,23 +292,37 @@ class Engine:
                 self._cache, self._mask = None, None
             self._set_active(survivors)
 
-    def _set_active(self, active: list[_Sequence]) -> None:
+    def _set_active(self, active: list[RunningSequence]) -> None:
         self._active = active
         # A new composition object only when rows change, so decode steps reuse the bank's plans.
         self._rows = self.bank.rows([s.slot for s in active]) if self.bank is not None and active else None
 
-    def _advance(self, seqs: list[_Sequence], logits: Tensor) -> list[_Sequence]:
+    def _advance(self, seqs: list[RunningSequence], logits: Tensor) -> list[RunningSequence]:
         """Choose each row's next token, stream its text, and return the rows that go on."""
         if self.logits_hook is not None:
             self.logits_hook([s.request.id for s in seqs], logits)
-        picks = next_tokens(logits, [s.request.params for s in seqs], [s.generator for s in seqs])
+        params = [s.request.params for s in seqs]
+        constrained = [(i, s.constraint) for i, s in enumerate(seqs) if s.constraint is not None]
+        masks = token_masks(constrained) if constrained else None
+        picks = next_tokens(logits, params, [s.generator for s in seqs], masks)
+        counts = [p.logprobs for p in params]
+        logprobs = token_logprobs(logits, picks, counts) if any(k is not None for k in counts) else None
         survivors = []
-        for seq, token in zip(seqs, picks, strict=True):
+        for i, (seq, token) in enumerate(zip(seqs, picks, strict=True)):
             seq.generated += 1
             self.stats["completion_tokens"] += 1
-            if token in self.eos_ids and not seq.request.params.ignore_eos:
+            # A constrained row's grammar allows end-of-sequence only once the document is complete.
+            if token in self.eos_ids and (not seq.request.params.ignore_eos or seq.constraint is not None):
                 self._finish(seq, "stop")
                 continue
+            if seq.constraint is not None:
+                try:
+                    seq.constraint.advance(token)
+                except RuntimeError as exc:
+                    self._finish(seq, "error", str(exc))
+                    continue
+            if logprobs is not None and logprobs[i] is not None:
+                seq.logprobs.append(logprobs[i])
             seq.stream.push(token)
             seq.last_token = token
             if seq.stream.stopped:
@@ -342,7 +332,8 @@ class Engine:
             else:
                 delta = seq.stream.take()
                 if delta:
-                    self._emit(seq.request, RequestUpdate(delta, None, len(seq.request.prompt_ids), seq.generated))
+                    self._emit(seq.request, RequestUpdate(delta, None, len(seq.request.prompt_ids), seq.generated,
+                                                          logprobs=self._take_logprobs(seq)))
                 survivors.append(seq)
         return survivors
 
@@ -365,14 +356,24 @@ class Engine:
                 self._cache, self._mask = None, None
             self._set_active([self._active[i] for i in keep])
 
-    def _finish(self, seq: _Sequence, reason: str, error: str | None = None) -> None:
+    def _finish(self, seq: RunningSequence, reason: str, error: str | None = None) -> None:
         if seq.finish is not None:
             return
         seq.finish = reason
-        if self.bank is not None and seq.request.adapter is not None:
-            self.bank.release(seq.request.adapter)
+        if self.bank is not None and seq.key is not None:
+            self.bank.release(seq.key)
+            if self.on_release is not None:
+                self.on_release(seq.key)
         text = seq.stream.finish() if reason in ("stop", "length") else seq.stream.take(final=True)
-        self._emit(seq.request, RequestUpdate(text, reason, len(seq.request.prompt_ids), seq.generated, error))
+        self._emit(seq.request, RequestUpdate(text, reason, len(seq.request.prompt_ids), seq.generated, error,
+                                              logprobs=self._take_logprobs(seq)))
+
+    @staticmethod
+    def _take_logprobs(seq: RunningSequence) -> list[TokenLogprob] | None:
+        if seq.request.params.logprobs is None:
+            return None
+        taken, seq.logprobs = seq.logprobs, []
+        return taken
 
     def _reject(self, request: GenerationRequest, reason: str) -> None:
         # Queued requests hold no pin (they are pinned on admission).

@@ -1,8 +1,9 @@
 """The OpenAI-compatible HTTP API (FastAPI) in front of a :class:`~lorakit.serve.api.LoraServer`.
 
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions`` (``stream: true`` → server-sent
-events), ``GET /v1/models``, ``POST /v1/adapters``, ``DELETE /v1/adapters/{name}``,
-``POST /v1/classify``, ``GET /health`` (open), ``GET /metrics`` (Prometheus).
+events; ``response_format``, ``logprobs``, ``n``, ``stop``), ``GET /v1/models``, ``POST /v1/adapters``
+(``replace: true`` swaps a loaded adapter atomically), ``PUT /v1/adapters/{name}`` (the same swap),
+``DELETE /v1/adapters/{name}``, ``POST /v1/classify``, ``GET /health`` (open), ``GET /metrics`` (Prometheus).
 
 A request's ``model`` names an adapter (loaded from the adapters folder on first use) or the base
 model's own name. Every error is OpenAI's JSON error object with a 4xx status: bad JSON or fields
@@ -160,7 +161,7 @@ def create_app(server: LoraServer, settings: HttpSettings | None = None) -> Guar
         created = now()
         data = [{"id": server.name, "object": "model", "created": created, "owned_by": "lorakit",
                  "kind": "base", "loaded": True}]
-        loaded = {entry.name: entry for entry in server.bank.snapshot()}
+        loaded = {entry.name: entry for entry in server.loaded_adapters()}
         for name in sorted(set(loaded) | set(server.available())):
             entry = {"id": name, "object": "model", "created": created, "owned_by": "lorakit", "kind": "adapter",
                      "parent": server.name, "loaded": name in loaded}
@@ -172,15 +173,26 @@ def create_app(server: LoraServer, settings: HttpSettings | None = None) -> Guar
 
     def already_loaded(name: str) -> dict | None:
         try:  # another request may load or evict it at any moment
-            info = server.bank.info(name)
+            info = server.adapter_info(name)
         except KeyError:
             return None
         return {"name": info.name, "loaded": True, "already_loaded": True, "rank": info.rank,
                 "modules": info.modules}
 
+    async def replace(name: str) -> dict:
+        info, replaced = await run_in_threadpool(server.replace_adapter, name)
+        return {"name": name, "loaded": True, "replaced": replaced, "rank": info.rank, "modules": info.modules,
+                "ready_ms": round(info.ready_ms, 3)}
+
+    @app.put("/v1/adapters/{name}")
+    async def replace_adapter(name: str):
+        return await replace(name)
+
     @app.post("/v1/adapters")
     async def load_adapter(body: AdapterLoadRequest):
-        answer = already_loaded(body.name) if body.name in server.bank else None
+        if body.replace:
+            return await replace(body.name)
+        answer = already_loaded(body.name) if server.is_loaded(body.name) else None
         if answer is not None:
             return answer
         try:
@@ -196,7 +208,7 @@ def create_app(server: LoraServer, settings: HttpSettings | None = None) -> Guar
 
     @app.delete("/v1/adapters/{name}")
     async def unload_adapter(name: str):
-        if name not in server.bank:
+        if not server.is_loaded(name):
             raise ApiError(404, f"adapter {name[:128]!r} is not loaded", code="model_not_found")
         try:
             await run_in_threadpool(server.remove_adapter, name)

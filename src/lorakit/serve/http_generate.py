@@ -3,6 +3,9 @@
 The engine runs on its own thread and reports through callbacks; each HTTP request gets an
 ``asyncio.Queue`` that those callbacks feed (``call_soon_threadsafe``). A client that goes away
 mid-stream cancels its rows, so the batch does not keep generating for nobody.
+
+``n`` choices are ``n`` engine rows (each with its own seed and, with a ``response_format``, its own
+grammar state); ``logprobs`` travel with the text of each update, in OpenAI's chat or completions shape.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from lorakit.serve.api import LoraServer
 from lorakit.serve.bank import BankFull
 from lorakit.serve.engine import QueueFull, RequestUpdate
 from lorakit.serve.sampling import SamplingParams
-from lorakit.serve.schemas import ChatCompletionRequest, CompletionRequest, new_id, now, usage
+from lorakit.serve.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    chat_logprobs,
+    completion_logprobs,
+    new_id,
+    now,
+    usage,
+)
 
 
 class ApiError(Exception):
@@ -84,7 +95,7 @@ def _sampling(body, max_tokens: int, index: int) -> SamplingParams:
     seed = None if body.seed is None else (body.seed + index) % 2**63  # n > 1: different samples, reproducible
     try:
         return SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=seed,
-                              stop=body.stops())
+                              stop=body.stops(), logprobs=body.logprob_count())
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
 
@@ -124,19 +135,23 @@ async def handle(server: LoraServer, limits: Limits, body: CompletionRequest | C
                            code="context_length_exceeded")
     jobs = [(ids, _sampling(body, max_tokens, i)) for ids in prompts for i in range(body.n)]
     run = _Run(server, len(jobs))
-    await run_in_threadpool(_submit_all, server, run, jobs, adapter)
+    await run_in_threadpool(_submit_all, server, run, jobs, adapter, body.response_format)
     model, prompt_tokens = body.model, sum(len(ids) for ids in prompts)  # counted once per prompt, as OpenAI does
+    # The token table is built once per server (~0.4 s for a 49k vocabulary): not on the event loop.
+    token_bytes = (await run_in_threadpool(server.vocab.get)).token_bytes if jobs[0][1].logprobs is not None else None
     if body.stream:
-        return StreamingResponse(_stream(run, chat, model, body.include_usage, prompt_tokens, metrics),
+        return StreamingResponse(_stream(run, chat, model, body.include_usage, prompt_tokens, metrics, token_bytes),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return await _collect(run, chat, model, len(jobs), prompt_tokens, metrics)
+    return await _collect(run, chat, model, len(jobs), prompt_tokens, metrics, token_bytes)
 
 
-def _submit_all(server: LoraServer, run: _Run, jobs, adapter: str | None) -> None:
+def _submit_all(server: LoraServer, run: _Run, jobs, adapter: str | None, response_format: dict | None) -> None:
     try:
+        # Grammars compile here, on a worker thread (up to ~0.1 s for a large schema), one state per row.
+        constraints = [server.constraint(response_format) for _ in jobs]
         for i, (ids, params) in enumerate(jobs):
-            run.ids.append(server.submit(ids, params, adapter, run.callback(i)))
+            run.ids.append(server.submit(ids, params, adapter, run.callback(i), constraints[i]))
     except QueueFull as exc:
         run.cancel()
         raise ApiError(429, str(exc), "rate_limit_error", "queue_full", {"Retry-After": "1"}) from None
@@ -158,13 +173,22 @@ def _check_failed(update: RequestUpdate) -> None:
         raise ApiError(500, f"generation failed: {update.error}", "server_error", "engine_error")
 
 
-async def _collect(run: _Run, chat: bool, model: str, count: int, prompt_tokens: int, metrics) -> dict:
+def _logprobs(chat: bool, entries, token_bytes, offset: int = 0) -> dict | None:
+    if token_bytes is None:
+        return None
+    return chat_logprobs(entries, token_bytes) if chat else completion_logprobs(entries, token_bytes, offset)
+
+
+async def _collect(run: _Run, chat: bool, model: str, count: int, prompt_tokens: int, metrics,
+                   token_bytes=None) -> dict:
     texts = [""] * count
     reasons: list[str | None] = [None] * count
+    logprobs: list[list] = [[] for _ in range(count)]
     completion_tokens = 0
     try:
         async for index, update in run.events():
             texts[index] += update.text
+            logprobs[index].extend(update.logprobs or ())
             if update.finish_reason is not None:
                 _check_failed(update)
                 reasons[index] = update.finish_reason
@@ -175,11 +199,12 @@ async def _collect(run: _Run, chat: bool, model: str, count: int, prompt_tokens:
     if metrics is not None:
         metrics.tokens(prompt_tokens, completion_tokens)
     if chat:
-        choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": r, "logprobs": None}
+        choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": r,
+                    "logprobs": _logprobs(chat, logprobs[i], token_bytes)}
                    for i, (t, r) in enumerate(zip(texts, reasons, strict=True))]
         kind, prefix = "chat.completion", "chatcmpl"
     else:
-        choices = [{"index": i, "text": t, "finish_reason": r, "logprobs": None}
+        choices = [{"index": i, "text": t, "finish_reason": r, "logprobs": _logprobs(chat, logprobs[i], token_bytes)}
                    for i, (t, r) in enumerate(zip(texts, reasons, strict=True))]
         kind, prefix = "text_completion", "cmpl"
     return {"id": new_id(prefix), "object": kind, "created": now(), "model": model, "choices": choices,
@@ -191,19 +216,22 @@ def _sse(data: dict | str) -> bytes:
 
 
 async def _stream(run: _Run, chat: bool, model: str, include_usage: bool, prompt_tokens: int,
-                  metrics) -> AsyncIterator[bytes]:
+                  metrics, token_bytes=None) -> AsyncIterator[bytes]:
     rid, created = new_id("chatcmpl" if chat else "cmpl"), now()
     kind = "chat.completion.chunk" if chat else "text_completion"
     completion_tokens = 0
     started = asyncio.get_running_loop().time()
     first = True
+    offsets: dict[int, int] = {}  # completions' text_offset continues across chunks
 
-    def chunk(index: int, text: str | None, reason: str | None, role: bool = False) -> bytes:
+    def chunk(index: int, text: str | None, reason: str | None, role: bool = False, entries=()) -> bytes:
+        logprobs = _logprobs(chat, entries, token_bytes, offsets.get(index, 0)) if entries else None
+        offsets[index] = offsets.get(index, 0) + len(text or "")
         if chat:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
-            choice = {"index": index, "delta": delta, "finish_reason": reason, "logprobs": None}
+            choice = {"index": index, "delta": delta, "finish_reason": reason, "logprobs": logprobs}
         else:
-            choice = {"index": index, "text": text or "", "finish_reason": reason, "logprobs": None}
+            choice = {"index": index, "text": text or "", "finish_reason": reason, "logprobs": logprobs}
         return _sse({"id": rid, "object": kind, "created": created, "model": model, "choices": [choice]})
 
     try:
@@ -216,11 +244,11 @@ async def _stream(run: _Run, chat: bool, model: str, include_usage: bool, prompt
                 yield _sse({"error": {"message": message, "type": "server_error", "param": None,
                                       "code": "engine_" + update.finish_reason}})
                 break
-            if update.text:
+            if update.text or update.logprobs:
                 if first and metrics is not None:
                     metrics.first_token.observe(asyncio.get_running_loop().time() - started)
                 first = False
-                yield chunk(index, update.text, None)
+                yield chunk(index, update.text, None, entries=update.logprobs or ())
             if update.finish_reason is not None:
                 completion_tokens += update.completion_tokens
                 yield chunk(index, None, update.finish_reason)

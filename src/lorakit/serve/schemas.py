@@ -1,14 +1,19 @@
 """Request and response bodies of the HTTP API: OpenAI's schema, plus lorakit's adapter routes.
 
 Requests ignore fields they do not know (OpenAI clients send new ones over time), but a known field
-asking for something lorakit does not do (``logprobs``, ``echo``, penalties, ``logit_bias``) is a
+asking for something lorakit does not do (``echo``, penalties, ``logit_bias``, ``tools``) is a
 400, never silently ignored.
+
+Log-probabilities come back in OpenAI's two shapes: chat's ``{"content": [{"token", "logprob", "bytes",
+"top_logprobs": [...]}]}`` and the legacy completions' ``{"tokens", "token_logprobs", "top_logprobs",
+"text_offset"}`` (:func:`chat_logprobs`, :func:`completion_logprobs`).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,8 +44,8 @@ class _Sampling(_Request):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
-    logprobs: Any = None
-    top_logprobs: int | None = None
+    # {"type": "text" | "json_object" | "json_schema", "json_schema": {...}}: checked by serve.constrained.
+    response_format: dict[str, Any] | None = None
 
     def stops(self) -> tuple[str, ...]:
         """The stop strings as a tuple."""
@@ -53,8 +58,10 @@ class _Sampling(_Request):
             return "presence_penalty / frequency_penalty"
         if self.logit_bias:
             return "logit_bias"
-        if self.logprobs not in (None, False, 0) or self.top_logprobs:
-            return "logprobs"
+        return None
+
+    def logprob_count(self) -> int | None:
+        """Top log-probabilities per token to report: None none, 0 only the chosen token's."""
         return None
 
     @property
@@ -68,6 +75,8 @@ class CompletionRequest(_Sampling):
 
     # Text, several texts, token ids, or several lists of token ids (as OpenAI accepts).
     prompt: str | list[str] | list[int] | list[list[int]]
+    # The chosen token's log-probability and the top ``logprobs`` ones (OpenAI allows 0..5).
+    logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
     best_of: int | None = None
     suffix: str | None = None
@@ -80,6 +89,9 @@ class CompletionRequest(_Sampling):
         if self.suffix:
             return "suffix"
         return super().unsupported()
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
 
 class ContentPart(BaseModel):
@@ -113,17 +125,21 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     tools: list[Any] | None = None
-    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     def unsupported(self) -> str | None:
         if self.tools:
             return "tools"
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            return "response_format"
         for m in self.messages:
             if isinstance(m.content, list) and any(p.type != "text" for p in m.content):
                 return "non-text message content"
         return super().unsupported()
+
+    def logprob_count(self) -> int | None:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class ClassifyRequest(_Request):
@@ -141,6 +157,34 @@ class AdapterLoadRequest(_Request):
     """``POST /v1/adapters``: load an adapter by its name in the adapters folder."""
 
     name: str = Field(min_length=1, max_length=512)
+    # Load a new version even if one is loaded (atomically, as PUT /v1/adapters/{name} does).
+    replace: bool = False
+
+
+def _token_text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def chat_logprobs(entries: Sequence, token_bytes: Callable[[int], bytes]) -> dict[str, Any]:
+    """Chat's ``logprobs`` object for :class:`~lorakit.serve.sampling.TokenLogprob` entries."""
+    def item(token: int, logprob: float) -> dict[str, Any]:
+        data = token_bytes(token)
+        return {"token": _token_text(data), "logprob": logprob, "bytes": list(data)}
+
+    return {"content": [{**item(e.token, e.logprob), "top_logprobs": [item(t, lp) for t, lp in e.top]}
+                        for e in entries], "refusal": None}
+
+
+def completion_logprobs(entries: Sequence, token_bytes: Callable[[int], bytes], offset: int = 0) -> dict[str, Any]:
+    """The legacy completions' ``logprobs`` object; ``offset``: text already sent before these tokens."""
+    tokens = [_token_text(token_bytes(e.token)) for e in entries]
+    offsets = []
+    for text in tokens:
+        offsets.append(offset)
+        offset += len(text)
+    top = [{_token_text(token_bytes(t)): lp for t, lp in ((e.token, e.logprob), *e.top)} for e in entries]
+    return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries], "top_logprobs": top,
+            "text_offset": offsets}
 
 
 def new_id(prefix: str) -> str:
