@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from hypothesis import HealthCheck, Phase, given, seed, settings
     from hypothesis import strategies as st
 
-    from lorakit.core import AdapterConfig
+    from lorakit.io import AdapterConfig
     from tests.reliability.fuzzkit import (
         ALLOWED_ERRORS,
         Crash,

@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 import lorakit
-from lorakit.core import lora_layers, read_adapter
+from lorakit.core import lora_layers
+from lorakit.io import read_adapter
 from lorakit.serve import Engine, GenerationRequest, LoraServer, SamplingParams
 
 RESULTS = Path(__file__).resolve().parent / "results"

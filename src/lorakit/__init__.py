@@ -11,17 +11,17 @@ from lorakit.core import (
     inject,
     mark_trainable,
     merge,
-    parameter_report,
     select_targets,
     unload,
     unmerge,
 )
 from lorakit.io import AdapterConfig, load_adapter, read_adapter, save_adapter
+from lorakit.report import ParameterReport, parameter_report
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdapterConfig", "LoraLayer", "LoraSpec", "__version__", "disabled", "inject", "load_adapter",
+    "AdapterConfig", "LoraLayer", "LoraSpec", "ParameterReport", "__version__", "disabled", "inject", "load_adapter",
     "mark_trainable", "merge", "parameter_report", "read_adapter", "save_adapter", "select_targets",
     "unload", "unmerge",
 ]

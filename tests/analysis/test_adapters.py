@@ -8,7 +8,8 @@ import torch
 import lorakit
 from lorakit.analysis import amplification
 from lorakit.analysis.adapters import amplification_by_module, base_matrix, select_modules, spectrum_by_module
-from lorakit.core import lora_layers, read_adapter
+from lorakit.core import lora_layers
+from lorakit.io import read_adapter
 
 
 def _saved(model, spec, folder):

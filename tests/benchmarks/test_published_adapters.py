@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lorakit.core import read_adapter
+from lorakit.io import read_adapter
 
 REPO = Path(__file__).resolve().parents[2]
 ADAPTERS = REPO / "adapters"
@@ -66,8 +66,8 @@ def test_minilm_card_is_reproduced_by_its_eval_command(folder: Path, tmp_path, m
 
 @pytest.mark.slow
 def test_smollm2_adapters_folder_serves_the_e2e_adapter_like_the_adapter_loaded_directly() -> None:
-    from lorakit.core import load_adapter
     from lorakit.data.batches import encode_prompt
+    from lorakit.io import load_adapter
     from lorakit.models import load_model
     from lorakit.serve import LoraServer, SamplingParams
     from lorakit.train.evaluate import generate_texts

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 import lorakit
-from lorakit.core import lora_layers, read_adapter
+from lorakit.core import lora_layers
+from lorakit.io import read_adapter
 from tests.conftest import tiny_bert, tiny_llama
 
 

@@ -33,7 +33,8 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 import lorakit
-from lorakit.core import lora_layers, read_adapter
+from lorakit.core import lora_layers
+from lorakit.io import read_adapter
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"

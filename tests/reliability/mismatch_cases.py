@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 import lorakit
-from lorakit.core import AdapterConfig, AdapterFile, config_for, lora_layers
+from lorakit.core import lora_layers
+from lorakit.io import AdapterConfig, AdapterFile, config_for
 from lorakit.io.keys import adapter_state_dict
 
 KEY = "base_model.model.model.layers.0.self_attn.q_proj"

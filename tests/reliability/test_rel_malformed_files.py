@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save as safetensors_save
 
-from lorakit.core import AdapterConfig
+from lorakit.io import AdapterConfig
 from tests.reliability.fuzzkit import (
     ALLOWED_ERRORS,
     Harness,
@@ -224,7 +224,7 @@ def test_header_length_field_is_little_endian_u64() -> None:
 
 def test_pathological_folders(tmp_path: Path) -> None:
     """Folder-level damage: files that are folders, dangling symlinks, no folder at all."""
-    from lorakit.core import read_adapter
+    from lorakit.io import read_adapter
 
     def refused(folder: Path) -> str:
         with pytest.raises(ValueError) as info:

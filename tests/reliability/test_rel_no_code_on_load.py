@@ -21,8 +21,8 @@ import pytest
 import torch
 
 import lorakit
-from lorakit.core import lora_layers, read_adapter
-from lorakit.io import PICKLE_SUFFIXES
+from lorakit.core import lora_layers
+from lorakit.io import PICKLE_SUFFIXES, read_adapter
 from tests.conftest import save_tiny_folder, tiny_llama
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "lorakit"

@@ -28,7 +28,7 @@ METHODS = ("svd", "concat")
 
 
 class FactorsLike(Protocol):
-    """Anything with ``A``, ``B`` and ``scaling`` (e.g. ``lorakit.core.storage.LoraFactors``)."""
+    """Anything with ``A``, ``B`` and ``scaling`` (e.g. ``lorakit.io.LoraFactors``)."""
 
     A: Tensor
     B: Tensor

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from lorakit.cli.common import load_model_for_adapter
 from lorakit.cli.merge import PROBE, _outputs
-from lorakit.core import load_adapter, read_adapter, unload
+from lorakit.core import unload
+from lorakit.io import load_adapter, read_adapter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

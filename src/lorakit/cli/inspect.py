@@ -15,8 +15,9 @@ from lorakit.cli.common import (
     spec_from_args,
     write_json,
 )
-from lorakit.core import parameter_report, select_targets
+from lorakit.core import select_targets
 from lorakit.io import adapter_summary, load_adapter, read_adapter
+from lorakit.report import parameter_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -69,21 +69,6 @@ class LoraLayer(nn.Module):
         names = ("lora_A", "lora_B", *self.variant.params)
         return {n: getattr(self, n) for n in names}
 
-    def file_tensors(self) -> dict[str, Tensor]:
-        """Tensors to save by PEFT file name; an SVD-initialised adapter relative to the original base."""
-        A, B = self.lora_A, self.effective_B()
-        if getattr(self, "lora_A0", None) is not None:  # ΔW = s·(B·A − B0·A0) = s·[B, −B0]·[A; A0]
-            A, B = torch.cat([A, self.lora_A0]), torch.cat([B, -self.lora_B0], dim=1)
-        out = dict(zip(self.kind.names, (A, B), strict=True))
-        out.update({file: getattr(self, attr) for attr, file in self.variant.params.items()})
-        return out
-
-    def live_tensors(self) -> dict[str, Tensor]:
-        """The parameters a saved adapter loads into, by PEFT file name (B unmasked)."""
-        out = dict(zip(self.kind.names, (self.lora_A, self.lora_B), strict=True))
-        out.update({file: getattr(self, attr) for attr, file in self.variant.params.items()})
-        return out
-
     def lora_delta(self) -> Tensor:
         """``s·B·A`` laid out like the base weight, in float32."""
         return self.kind.layout(delta_matrix(self.lora_A.float(), self.effective_B().float()) * self.scaling, self.base)

@@ -5,7 +5,7 @@ files, conversion of lorakit's extras (fused-projection slices, SVD inits) to wh
 """
 
 from lorakit.io.config import CONFIG_NAME, FORMAT_VERSION, AdapterConfig
-from lorakit.io.keys import PEFT_PREFIX, adapter_state_dict, load_adapter_state, peft_key
+from lorakit.io.keys import PEFT_PREFIX, adapter_state_dict, check_tensors, load_adapter_state, peft_key
 from lorakit.io.storage import (
     PICKLE_SUFFIXES,
     WEIGHTS_NAME,
@@ -22,6 +22,6 @@ from lorakit.io.storage import (
 
 __all__ = [
     "CONFIG_NAME", "FORMAT_VERSION", "PEFT_PREFIX", "PICKLE_SUFFIXES", "WEIGHTS_NAME", "AdapterConfig", "AdapterFile", "LoraFactors",
-    "adapter_state_dict", "adapter_summary", "config_for", "load_adapter", "load_adapter_state", "peft_key",
+    "adapter_state_dict", "adapter_summary", "check_tensors", "config_for", "load_adapter", "load_adapter_state", "peft_key",
     "read_adapter", "save_adapter", "targets_for", "write_adapter",
 ]

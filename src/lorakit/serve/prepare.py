@@ -18,11 +18,10 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from lorakit.core.registry import kind_for
-from lorakit.core.state import check_tensors
 from lorakit.core.targeting import name_matches
 from lorakit.core.variants import variant_for
 from lorakit.io import AdapterFile, targets_for
-from lorakit.io.keys import PEFT_PREFIX
+from lorakit.io.keys import PEFT_PREFIX, check_tensors
 
 
 class OriginalTree:

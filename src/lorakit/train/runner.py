@@ -175,7 +175,7 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float, trackers: list[Any]) -
     # Re-seed so the adapter's initialisation does not depend on whether the base was evaluated.
     seed_everything(cfg.seed + 1)
     extra = make_trainable(model, cfg)
-    from lorakit.core import parameter_report
+    from lorakit.report import parameter_report
 
     report = parameter_report(model)
     total_steps = total_steps_for(cfg, len(p.train_rows))
@@ -224,7 +224,7 @@ def _save_model(p: Prepared, model: nn.Module, out: Path, steps: int) -> dict[st
     """Write ``adapter/`` (LoRA, PEFT layout) or ``model/`` (full, BitFit: a whole HF folder)."""
     cfg = p.cfg
     if cfg.method == "lora":
-        from lorakit.core import save_adapter
+        from lorakit.io import save_adapter
 
         path = save_adapter(model, out / "adapter", task_type=TASK_TYPES[cfg.task], base_model=p.loaded.name,
                             extra={"trained_with": {"data": cfg.data, "steps": steps, "seed": cfg.seed}})
