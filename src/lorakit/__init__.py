@@ -4,6 +4,8 @@
 layout, merge them away, analyse them and serve many of them over one base model.
 """
 
+# Registers the built-in layer kinds beyond nn.Linear (Embedding, Conv1d/2d, GPT-2's Conv1D) in the core's registry.
+import lorakit.layer_kinds  # noqa: F401
 from lorakit.core import (
     LoraLayer,
     LoraSpec,

@@ -45,7 +45,10 @@ def randomize_b(model: nn.Module) -> None:
 
 
 def test_every_registered_type_is_covered():
-    assert sorted(supported_types()) == sorted(["Linear", "Embedding", "Conv1d", "Conv2d", "Conv1D"])
+    # bitsandbytes' kinds register when lorakit.models.precision is imported (another test module or the CLI
+    # may have done so in this process); tests/models/test_precision.py covers them.
+    others = set(supported_types()) - {"Linear4bit", "Linear8bitLt"}
+    assert sorted(others) == sorted(["Linear", "Embedding", "Conv1d", "Conv2d", "Conv1D"])
 
 
 @pytest.mark.parametrize("name", CASES)

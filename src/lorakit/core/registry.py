@@ -8,20 +8,20 @@ the base weight and the (out, in) matrix ``B·A``). This is the one extension po
 it compares kind names.
 
 Lookup is by the exact type's qualified name, never ``isinstance``: a subclass (a quantised Linear,
-say) may compute something different and must be registered on purpose. Hugging Face's GPT-2
-``Conv1D`` is registered by name so that the core never imports transformers.
+say) may compute something different and must be registered on purpose. The core holds the protocol
+and ``nn.Linear``, the layer of the LoRA equation; the other built-in kinds (``nn.Embedding``,
+``nn.Conv1d/2d``, GPT-2's ``Conv1D``) register from :mod:`lorakit.layer_kinds` and the quantized
+ones from :mod:`lorakit.models.precision`, as any extension would.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorakit.core._torch import conv_forward
 from lorakit.core.lora_linear import lora_linear
 
 DENSE = frozenset({"slices", "serve", "all-linear", "dora", "svd-init"})
@@ -34,49 +34,50 @@ def delta_matrix(A: Tensor, B: Tensor) -> Tensor:
 
 
 class LayerKind(Protocol):
-    """What lorakit needs to know about one base layer type (see the module docstring)."""
+    """What lorakit needs to know about one base layer type (see the module docstring).
+
+    Kinds subclass it explicitly and inherit its defaults: PEFT's linear tensor names, nothing extra
+    supported, no checks, a base weight already laid out (out, in) like ``B·A``.
+    """
 
     name: str
-    names: tuple[str, str]  # PEFT's tensor names for A and B under the module path
-    supports: frozenset[str]
-    fan_in_fan_out: bool  # PEFT's flag: the base weight is stored (in, out)
+    names: tuple[str, str] = ("lora_A.weight", "lora_B.weight")  # PEFT's tensor names for A and B
+    supports: frozenset[str] = frozenset()
+    fan_in_fan_out: bool = False  # PEFT's flag: the base weight is stored (in, out)
 
     def check(self, base: nn.Module, path: str) -> None:
         """Raise ``ValueError`` if this particular layer cannot be adapted (the dry run calls it)."""
+
     def features(self, base: nn.Module) -> tuple[int, int]:
         """(in, out) sizes: ``r·(in + out)`` is the LoRA parameter count (conv: in = C_in·k)."""
+        raise NotImplementedError
+
     def factor_shapes(self, base: nn.Module, r: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Shapes of A and B for rank r, laid out as PEFT stores them."""
+        raise NotImplementedError
+
     def base_forward(self, layer: nn.Module, x: Tensor, bias: bool = True) -> Tensor:
         """The base layer's own forward from ``layer.weight`` (and ``layer.bias`` when ``bias``)."""
+        raise NotImplementedError
+
     def lora_forward(self, layer: nn.Module, x: Tensor, A: Tensor, B: Tensor, p: float, training: bool) -> Tensor:
         """The unscaled LoRA path ``B·A·dropout_p(x)`` in the base output's layout."""
+        raise NotImplementedError
+
     def matrix(self, weight: Tensor) -> Tensor:
         """The base weight as an (out, in) matrix, laid out like ``B·A``."""
-    def layout(self, matrix: Tensor, base: nn.Module) -> Tensor:
-        """An (out, in) matrix laid out like ``base.weight`` (the inverse of :meth:`matrix`)."""
-    def probe(self, base: nn.Module, generator: torch.Generator) -> Tensor:
-        """A random input for ``base`` (merge compares outputs on it)."""
-
-
-class _Kind:
-    """Defaults shared by the kinds below: PEFT's linear names, nothing extra supported, no checks."""
-
-    names = ("lora_A.weight", "lora_B.weight")
-    supports: frozenset[str] = frozenset()
-    fan_in_fan_out = False
-
-    def check(self, base, path):
-        pass
-
-    def matrix(self, weight):
         return weight
 
-    def layout(self, matrix, base):
+    def layout(self, matrix: Tensor, base: nn.Module) -> Tensor:
+        """An (out, in) matrix laid out like ``base.weight`` (the inverse of :meth:`matrix`)."""
         return matrix
 
+    def probe(self, base: nn.Module, generator: torch.Generator) -> Tensor:
+        """A random input for ``base`` (merge compares outputs on it)."""
+        raise NotImplementedError
 
-class LinearKind(_Kind):
+
+class LinearKind(LayerKind):
     """``nn.Linear``: weight (out, in); A (r, in), B (out, r)."""
 
     name = "linear"
@@ -97,96 +98,6 @@ class LinearKind(_Kind):
 
     def probe(self, base, generator):
         return torch.randn(4, self.features(base)[0], generator=generator).to(base.weight)
-
-
-class HFConv1DKind(LinearKind):
-    """Hugging Face GPT-2 ``Conv1D``: a linear layer whose weight is stored transposed (in, out)."""
-
-    name = "hf_conv1d"
-    fan_in_fan_out = True
-
-    def features(self, base):
-        return tuple(base.weight.shape)
-
-    def base_forward(self, layer, x, bias=True):
-        x2 = x.reshape(-1, x.shape[-1])
-        out = torch.addmm(layer.bias, x2, layer.weight) if bias else x2 @ layer.weight
-        return out.view(*x.shape[:-1], layer.weight.shape[1])
-
-    def matrix(self, weight):
-        return weight.T
-
-    def layout(self, matrix, base):
-        return matrix.T
-
-
-class EmbeddingKind(_Kind):
-    """``nn.Embedding``: weight (num, dim); A (r, num) is looked up per token, B (dim, r)."""
-
-    name = "embedding"
-    names = ("lora_embedding_A", "lora_embedding_B")
-
-    def features(self, base):
-        return base.num_embeddings, base.embedding_dim
-
-    def factor_shapes(self, base, r):
-        return (r, base.num_embeddings), (base.embedding_dim, r)
-
-    def _embed(self, base: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
-        return F.embedding(x, weight, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq, base.sparse)
-
-    def base_forward(self, layer, x, bias=True):
-        return self._embed(layer.base, x, layer.weight)
-
-    def lora_forward(self, layer, x, A, B, p, training):
-        return self._embed(layer.base, x, A.T) @ B.T  # no dropout: x holds token ids
-
-    def matrix(self, weight):
-        return weight.T
-
-    def layout(self, matrix, base):
-        return matrix.T
-
-    def probe(self, base, generator):
-        return torch.randint(0, base.num_embeddings, (4, 8), generator=generator).to(base.weight.device)
-
-
-class ConvKind(_Kind):
-    """``nn.Conv1d`` / ``nn.Conv2d`` (groups=1, zero padding): A is a conv with the base kernel to r
-    channels, B a 1×1 conv from r channels to the output channels, as PEFT lays them out."""
-
-    def __init__(self, name: str, conv) -> None:
-        self.name, self._conv = name, conv
-
-    def check(self, base, path):
-        if base.groups != 1:
-            raise ValueError(f"cannot adapt {path!r}: LoRA on grouped convolutions (groups={base.groups}) is not supported")
-        if base.padding_mode != "zeros":
-            raise ValueError(f"cannot adapt {path!r}: LoRA on convolutions with padding_mode="
-                             f"{base.padding_mode!r} is not supported (only 'zeros')")
-
-    def features(self, base):
-        return base.in_channels * math.prod(base.kernel_size), base.out_channels
-
-    def factor_shapes(self, base, r):
-        return (r, base.in_channels, *base.kernel_size), (base.out_channels, r, *(1,) * len(base.kernel_size))
-
-    def base_forward(self, layer, x, bias=True):
-        return conv_forward(layer.base, x, layer.weight, layer.bias if bias else None)
-
-    def lora_forward(self, layer, x, A, B, p, training):
-        base = layer.base
-        return self._conv(self._conv(F.dropout(x, p, training), A, None, base.stride, base.padding, base.dilation), B)
-
-    def matrix(self, weight):
-        return weight.reshape(weight.shape[0], -1)
-
-    def layout(self, matrix, base):
-        return matrix.reshape(base.weight.shape)
-
-    def probe(self, base, generator):
-        size = [max(k, 5) for k in base.kernel_size]
-        return torch.randn(2, base.in_channels, *size, generator=generator).to(base.weight)
 
 
 def qualified_name(cls: type) -> str:
@@ -230,7 +141,3 @@ def supported_types() -> list[str]:
 
 
 register(nn.Linear, LinearKind())
-register(nn.Embedding, EmbeddingKind())
-register(nn.Conv1d, ConvKind("conv1d", F.conv1d))
-register(nn.Conv2d, ConvKind("conv2d", F.conv2d))
-register("transformers.pytorch_utils.Conv1D", HFConv1DKind())

@@ -1,0 +1,114 @@
+"""The built-in layer kinds beyond ``nn.Linear``: ``nn.Embedding``, ``nn.Conv1d/2d`` and Hugging Face
+GPT-2's ``Conv1D``, registered in :mod:`lorakit.core.registry` when ``lorakit`` is imported.
+
+They live outside the core as any extension would (the quantized kinds of
+:mod:`lorakit.models.precision` do the same): the core keeps the protocol and the linear layer of the
+LoRA equation. ``Conv1D`` is registered by its qualified name, so nothing here imports transformers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lorakit.core._torch import conv_forward
+from lorakit.core.registry import LayerKind, LinearKind, register
+
+
+class HFConv1DKind(LinearKind):
+    """Hugging Face GPT-2 ``Conv1D``: a linear layer whose weight is stored transposed (in, out)."""
+
+    name = "hf_conv1d"
+    fan_in_fan_out = True
+
+    def features(self, base):
+        return tuple(base.weight.shape)
+
+    def base_forward(self, layer, x, bias=True):
+        x2 = x.reshape(-1, x.shape[-1])
+        out = torch.addmm(layer.bias, x2, layer.weight) if bias else x2 @ layer.weight
+        return out.view(*x.shape[:-1], layer.weight.shape[1])
+
+    def matrix(self, weight):
+        return weight.T
+
+    def layout(self, matrix, base):
+        return matrix.T
+
+
+class EmbeddingKind(LayerKind):
+    """``nn.Embedding``: weight (num, dim); A (r, num) is looked up per token, B (dim, r)."""
+
+    name = "embedding"
+    names = ("lora_embedding_A", "lora_embedding_B")
+
+    def features(self, base):
+        return base.num_embeddings, base.embedding_dim
+
+    def factor_shapes(self, base, r):
+        return (r, base.num_embeddings), (base.embedding_dim, r)
+
+    def _embed(self, base: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
+        return F.embedding(x, weight, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq, base.sparse)
+
+    def base_forward(self, layer, x, bias=True):
+        return self._embed(layer.base, x, layer.weight)
+
+    def lora_forward(self, layer, x, A, B, p, training):
+        return self._embed(layer.base, x, A.T) @ B.T  # no dropout: x holds token ids
+
+    def matrix(self, weight):
+        return weight.T
+
+    def layout(self, matrix, base):
+        return matrix.T
+
+    def probe(self, base, generator):
+        return torch.randint(0, base.num_embeddings, (4, 8), generator=generator).to(base.weight.device)
+
+
+class ConvKind(LayerKind):
+    """``nn.Conv1d`` / ``nn.Conv2d`` (groups=1, zero padding): A is a conv with the base kernel to r
+    channels, B a 1×1 conv from r channels to the output channels, as PEFT lays them out."""
+
+    def __init__(self, name: str, conv) -> None:
+        self.name, self._conv = name, conv
+
+    def check(self, base, path):
+        if base.groups != 1:
+            raise ValueError(f"cannot adapt {path!r}: LoRA on grouped convolutions (groups={base.groups}) is not supported")
+        if base.padding_mode != "zeros":
+            raise ValueError(f"cannot adapt {path!r}: LoRA on convolutions with padding_mode="
+                             f"{base.padding_mode!r} is not supported (only 'zeros')")
+
+    def features(self, base):
+        return base.in_channels * math.prod(base.kernel_size), base.out_channels
+
+    def factor_shapes(self, base, r):
+        return (r, base.in_channels, *base.kernel_size), (base.out_channels, r, *(1,) * len(base.kernel_size))
+
+    def base_forward(self, layer, x, bias=True):
+        return conv_forward(layer.base, x, layer.weight, layer.bias if bias else None)
+
+    def lora_forward(self, layer, x, A, B, p, training):
+        base = layer.base
+        return self._conv(self._conv(F.dropout(x, p, training), A, None, base.stride, base.padding, base.dilation), B)
+
+    def matrix(self, weight):
+        return weight.reshape(weight.shape[0], -1)
+
+    def layout(self, matrix, base):
+        return matrix.reshape(base.weight.shape)
+
+    def probe(self, base, generator):
+        size = [max(k, 5) for k in base.kernel_size]
+        return torch.randn(2, base.in_channels, *size, generator=generator).to(base.weight)
+
+
+register(nn.Embedding, EmbeddingKind())
+register(nn.Conv1d, ConvKind("conv1d", F.conv1d))
+register(nn.Conv2d, ConvKind("conv2d", F.conv2d))
+register("transformers.pytorch_utils.Conv1D", HFConv1DKind())
