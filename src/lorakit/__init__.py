@@ -4,8 +4,10 @@
 layout, merge them away, analyse them and serve many of them over one base model.
 """
 
-# Registers the built-in layer kinds beyond nn.Linear (Embedding, Conv1d/2d, GPT-2's Conv1D) in the core's registry.
+# Register the built-in layer kinds beyond nn.Linear (Embedding, Conv1d/2d, GPT-2's Conv1D) and the
+# variants beyond plain LoRA (DoRA, the PiSSA / OLoRA inits) in the core's registries.
 import lorakit.layer_kinds  # noqa: F401
+import lorakit.variants  # noqa: F401
 from lorakit.core import (
     LoraLayer,
     LoraSpec,

@@ -20,10 +20,10 @@ from lorakit.core.layers import LoraLayer
 from lorakit.core.registry import register, supported_types
 from lorakit.core.spec import LoraSpec
 from lorakit.core.targeting import PRESETS, Target, select_targets
-from lorakit.core.variants import DORA, LORA
+from lorakit.core.variants import LORA, register_variant
 
 __all__ = [
-    "DORA", "LORA", "PRESETS", "LoraLayer", "LoraSpec", "MergeReport", "Target", "adapter_parameters",
-    "disabled", "inject", "lora_layers", "mark_trainable", "merge", "register", "replace_submodule",
+    "LORA", "PRESETS", "LoraLayer", "LoraSpec", "MergeReport", "Target", "adapter_parameters",
+    "disabled", "inject", "lora_layers", "mark_trainable", "merge", "register", "register_variant", "replace_submodule",
     "select_targets", "supported_types", "unload", "unmerge",
 ]

@@ -17,7 +17,6 @@ from lorakit.core.layers import LoraLayer
 from lorakit.core.registry import require_kind
 from lorakit.core.spec import BIAS_MODES, LoraSpec
 from lorakit.core.targeting import Target, name_matches, select_targets
-from lorakit.core.variants import shift_init, variant_for
 
 SPEC_ATTR = "lorakit_spec"
 TARGETS_ATTR = "lorakit_targets"
@@ -47,7 +46,7 @@ def inject(model: nn.Module, spec: LoraSpec, targets: list[Target] | None = None
         raise ValueError("this model already holds LoRA layers: unload() it before injecting again")
     if targets is None:
         targets = select_targets(model, spec)
-    variant = variant_for(spec.dora)
+    variant = spec.variant
     layers = []
     for t in targets:
         base = model.get_submodule(t.path)
@@ -66,7 +65,7 @@ def inject(model: nn.Module, spec: LoraSpec, targets: list[Target] | None = None
     setattr(model, SPEC_ATTR, spec)
     setattr(model, TARGETS_ATTR, targets)
     for layer in layers:
-        shift_init(layer)
+        layer.initializer.shift(layer)
     return targets
 
 
@@ -168,7 +167,7 @@ def unload(model: nn.Module, merge_first: bool = True) -> nn.Module:
         unmerge(model)
     for path, layer in lora_layers(model).items():
         if not layer.merged:
-            shift_init(layer, +1.0)
+            layer.initializer.shift(layer, +1.0)
         base = layer.base
         # Hand the (possibly moved or merged) parameters back to the base layer under their names.
         for name, _ in list(base.named_parameters(recurse=False)):

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from lorakit.core._torch import own_parameter
 from lorakit.core.registry import LayerKind, delta_matrix
-from lorakit.core.variants import LORA, Lora, init_factors
+from lorakit.core.variants import INITS, LORA, Lora, lookup
 
 
 class LoraLayer(nn.Module):
@@ -52,13 +52,14 @@ class LoraLayer(nn.Module):
             self.lora_mask = None
         self.merged = False
         self.disabled = False
-        init_factors(self, init)
+        self.initializer = lookup(INITS, "init", init)  # inject / unload ask it to shift the base weight
+        self.initializer.factors(self)
         variant.setup(self)
         self.train(base.training)  # a layer wrapped in eval mode must not start dropping out
 
     def reset_lora(self, init: str = "kaiming") -> None:
         """Re-initialise A and B (``init`` as in :class:`~lorakit.core.spec.LoraSpec`)."""
-        init_factors(self, init)
+        lookup(INITS, "init", init).factors(self)
 
     def effective_B(self) -> Tensor:
         """B with the fused-projection mask applied (rows of un-adapted slices stay zero)."""

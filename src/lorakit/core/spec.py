@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
-from lorakit.core.variants import INITS, SVD_INITS
+from lorakit.core.variants import INITS, LORA, VARIANTS, Init, Lora, lookup
 
 BIAS_MODES = ("none", "all", "lora_only")
 
@@ -86,11 +86,9 @@ class LoraSpec:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not self.targets or not all(isinstance(t, str) and t.strip() for t in self.targets):
             raise ValueError(f"targets must be a non-empty list of non-empty strings, got {self.targets!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.dora and self.init in SVD_INITS:
-            raise ValueError(f"init={self.init!r} cannot be combined with dora: its saved adapter is only an ordinary "
-                             "LoRA relative to the original base")
+        if self.initializer.moves_base and self.variant is not LORA:
+            raise ValueError(f"init={self.init!r} cannot be combined with {self.variant.name}: its saved adapter is "
+                             "only an ordinary LoRA relative to the original base")
         if self.bias not in BIAS_MODES:
             raise ValueError(f"bias must be one of {', '.join(BIAS_MODES)}, got {self.bias!r}")
         if self.layers is not None and any(i < 0 for i in self.layers):
@@ -109,6 +107,16 @@ class LoraSpec:
         # so deepcopy(model) and pickling of an injected model work.
         kwargs = {f.name: dict(v) if isinstance(v, Mapping) else v for f in fields(self) for v in [getattr(self, f.name)]}
         return (_spec_from_kwargs, (kwargs,))
+
+    @property
+    def variant(self) -> Lora:
+        """The registered variant this spec asks for (DoRA registers from :mod:`lorakit.variants`)."""
+        return lookup(VARIANTS, "variant", "dora" if self.dora else "lora")
+
+    @property
+    def initializer(self) -> Init:
+        """The registered init named by ``init`` (unknown names raise, listing the registered ones)."""
+        return lookup(INITS, "init", self.init)
 
     def scaling(self, r: int, alpha: float) -> float:
         """The factor s on the LoRA path for a module of rank ``r`` and numerator ``alpha``."""

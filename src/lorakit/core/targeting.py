@@ -16,7 +16,6 @@ from torch import nn
 
 from lorakit.core.registry import kind_for, require_kind, supported_types
 from lorakit.core.spec import LoraSpec
-from lorakit.core.variants import SVD_INITS, variant_for
 
 # Presets list module-name suffixes across model families. BERT's "output.dense" names both the
 # attention output and the FFN output, so the attention one is spelled with its parent.
@@ -155,17 +154,17 @@ def select_targets(model: nn.Module, spec: LoraSpec) -> list[Target]:
                 raise ValueError(f"module {path!r} is targeted twice with different slices")
             chosen[path] = slices
     targets = []
+    requires = spec.variant.requires | spec.initializer.requires
     for path in sorted(chosen, key=list(modules).index):
         module = modules[path]
         kind = require_kind(module, path)
         slices = chosen[path]
         kind.check(module, path)
-        needs = set(variant_for(spec.dora).requires) | ({"svd-init"} if spec.init in SVD_INITS else set())
-        needs |= {"slices"} if slices is not None else set()
+        needs = requires | ({"slices"} if slices is not None else set())
         if needs - kind.supports:
             raise ValueError(f"cannot adapt {path!r} ({kind.name}): {', '.join(sorted(needs - kind.supports))} "
                              f"not supported on this layer kind")
-        if slices is not None and spec.init in SVD_INITS:
+        if slices is not None and spec.initializer.moves_base:
             raise ValueError(f"init={spec.init!r} cannot adapt slices of a fused projection ({path!r})")
         d_in, d_out = kind.features(module)
         if slices is not None and d_out % slices[0]:

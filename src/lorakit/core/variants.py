@@ -1,18 +1,11 @@
-"""LoRA variants as strategy objects (PEFT's ``LoraVariant`` idea, without its class tree).
+"""LoRA variants and initialisations as strategy objects, looked up by name (PEFT's ``LoraVariant`` idea).
 
-A variant decides what a :class:`~lorakit.core.layers.LoraLayer` computes from its A, B (and any
-extra parameters it declares): the forward, the merged weight and the file keys of its extras.
-
-- :data:`LORA` — ``h = W0·x + s·B·A·x``.
-- :data:`DORA` (Liu et al. 2024) — ``h = m ⊙ (W0 + s·B·A)·x / ‖W0 + s·B·A‖``, norms per output row
-  and detached from the graph (the paper's §4.3, as PEFT); ``m`` starts at ``‖W0‖`` and is stored
-  under PEFT's key ``lora_magnitude_vector``.
-
-Initialisations (``LoraSpec.init``) live here too: "kaiming" / "gaussian" draw A and zero B;
-"pissa" (Meng et al. 2024: A, B from the top-r singular triplets of W0) and "olora" (Büyükakyüz
-2024: from W0's QR) *move* ``s·B0·A0`` out of the base weight. Such an adapter is saved relative to
-the original base as ``A' = [A; A0]``, ``B' = [B, −B0]`` at rank 2r (PEFT's conversion), so any tool
-loads it as an ordinary LoRA. rsLoRA is a scaling (``LoraSpec.scaling``), LoRA+ an optimizer setting.
+A *variant* decides what a :class:`~lorakit.core.layers.LoraLayer` computes from its A, B (and any
+extra parameters it declares): the forward, the merged weight and the file keys of its extras. An
+*init* fills A and B (``LoraSpec.init``). The core holds both protocols, plain LoRA
+(``h = W0·x + s·B·A·x``) and the inits "kaiming" / "gaussian" (A random, B zero); DoRA and the
+PiSSA / OLoRA inits register from :mod:`lorakit.variants`, as any extension would. rsLoRA is a
+scaling (``LoraSpec.scaling``), LoRA+ an optimizer setting.
 """
 
 from __future__ import annotations
@@ -21,52 +14,6 @@ import math
 
 import torch
 from torch import Tensor, nn
-
-from lorakit.core.registry import delta_matrix
-
-INITS = ("kaiming", "gaussian", "pissa", "olora")
-SVD_INITS = ("pissa", "olora")
-
-
-def init_factors(layer: nn.Module, init: str) -> None:
-    """Fill ``layer.lora_A`` / ``lora_B``; for SVD inits also keep ``lora_A0`` / ``lora_B0``.
-
-    The base weight is not touched here (see :func:`shift_init`), so a failed inject changes nothing.
-    """
-    A, B = layer.lora_A, layer.lora_B
-    with torch.no_grad():
-        if init not in SVD_INITS:
-            if init == "gaussian":
-                nn.init.normal_(A, std=1.0 / layer.r)
-            else:
-                nn.init.kaiming_uniform_(A.view(A.shape[0], -1), a=math.sqrt(5))
-            B.zero_()
-            return
-        if not layer.weight.is_floating_point():
-            raise ValueError(f"init={init!r} needs a floating-point base weight, got {layer.weight.dtype}; "
-                             "initialise before quantising")
-        W = layer.kind.matrix(layer.weight.detach()).float()
-        r, s = layer.r, layer.scaling
-        if init == "pissa":
-            U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-            root = (S[:r] / s).sqrt()
-            A0, B0 = root[:, None] * Vh[:r], U[:, :r] * root
-        else:
-            Q, R = torch.linalg.qr(W)
-            A0, B0 = R[:r], Q[:, :r]
-        A.copy_(A0)
-        B.copy_(B0)
-    layer.register_buffer("lora_A0", A0.to(A.dtype), persistent=False)
-    layer.register_buffer("lora_B0", B0.to(B.dtype), persistent=False)
-
-
-def shift_init(layer: nn.Module, sign: float = -1.0) -> None:
-    """After an SVD init, ``W0 ← W0 − s·B0·A0`` (inject: the model still computes W0); ``sign=+1``
-    puts it back (unload without merging returns the original base, not the residual)."""
-    if getattr(layer, "lora_A0", None) is not None:
-        with torch.no_grad():
-            delta = layer.kind.layout(delta_matrix(layer.lora_A0.float(), layer.lora_B0.float()), layer.base)
-            layer.weight.copy_((layer.weight.float() + sign * layer.scaling * delta).to(layer.weight.dtype))
 
 
 class Lora:
@@ -103,60 +50,63 @@ class Lora:
         return weight - layer.lora_delta()
 
 
-class Dora(Lora):
-    """DoRA: magnitude ``m`` times the row-normalised direction ``W0 + s·B·A``."""
+class Init:
+    """An initialisation of A and B; this one draws A Kaiming-uniform (as ``nn.Linear``) and zeroes B,
+    so a freshly injected model computes exactly the base model."""
 
-    name = "dora"
-    params = {"lora_magnitude": "lora_magnitude_vector"}
-    requires = frozenset({"dora"})
+    name = "kaiming"
+    requires: frozenset[str] = frozenset()  # what the layer kind must support
+    # True when the init moves s·B0·A0 out of W0: the adapter is then saved relative to the original
+    # base at rank 2r (see file_factors), so it combines with plain LoRA on whole layers only.
+    moves_base = False
 
-    @staticmethod
-    def norm(layer: nn.Module, weight: Tensor) -> Tensor:
-        """``‖W + s·B·A‖`` per output row (fp32, no gradient) for a base ``weight`` in base layout."""
+    def factors(self, layer: nn.Module) -> None:
+        """Fill ``layer.lora_A`` / ``lora_B`` (the base weight is not touched: a failed inject changes nothing)."""
         with torch.no_grad():
-            return row_norm(layer.kind.matrix(weight.float()), layer.lora_A.float(),
-                            layer.effective_B().float(), layer.scaling)
+            A = layer.lora_A
+            nn.init.kaiming_uniform_(A.view(A.shape[0], -1), a=math.sqrt(5))
+            layer.lora_B.zero_()
 
-    def file_shapes(self, kind, base):
-        return {"lora_magnitude_vector": (kind.features(base)[1],)}
+    def shift(self, layer: nn.Module, sign: float = -1.0) -> None:
+        """Move the initial update out of the base weight (``sign=-1``, after inject) or back in
+        (``+1``, unload without merging); nothing to do when B starts at zero."""
 
-    def column_scale(self, kind, base, A, B, scaling, extras):
-        W = kind.matrix(base.weight.detach().float())
-        return extras["lora_magnitude_vector"].float() / row_norm(W, A.float(), B.float(), scaling)
-
-    def setup(self, layer):
-        layer.lora_magnitude = nn.Parameter(self.norm(layer, layer.weight).to(layer.lora_A.dtype))
-
-    def forward(self, layer, x, out):
-        p = layer.dropout if layer.training else 0.0
-        xd = nn.functional.dropout(x, p, True) if p > 0 else x
-        if xd is x:  # the base output without bias is already there
-            plain = out if layer.bias is None else out - layer.bias
-        else:
-            plain = layer.kind.base_forward(layer, xd, bias=False)
-        scale = (layer.lora_magnitude / self.norm(layer, layer.weight)).to(out.dtype)
-        return out + (scale - 1) * plain + scale * layer.lora_path(xd, dropout=False).to(out.dtype)
-
-    def merged(self, layer, weight, remember=False):
-        norm = self.norm(layer, weight)
-        if remember:  # the merged weight's row norms are m: ‖W0 + s·B·A‖ cannot be recovered from it
-            layer.merge_norm = norm
-        factor = (layer.lora_magnitude.float() / norm)[:, None]
-        return layer.kind.layout(factor * layer.kind.matrix(weight + layer.lora_delta()), layer.base)
-
-    def unmerged(self, layer, weight):
-        factor = (layer.lora_magnitude.float() / layer.merge_norm)[:, None]
-        return layer.kind.layout(layer.kind.matrix(weight) / factor, layer.base) - layer.lora_delta()
+    def file_factors(self, layer: nn.Module, A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
+        """A and B as saved, relative to the original base weight."""
+        return A, B
 
 
-def row_norm(W: Tensor, A: Tensor, B: Tensor, scaling: float) -> Tensor:
-    """``‖W + s·B·A‖₂`` of each output row of the (out, in) matrix ``W``: DoRA's denominator."""
-    return torch.linalg.vector_norm(W + scaling * delta_matrix(A, B), dim=1)
+class Gaussian(Init):
+    """A ~ N(0, 1/r), B zero."""
+
+    name = "gaussian"
+
+    def factors(self, layer):
+        with torch.no_grad():
+            nn.init.normal_(layer.lora_A, std=1.0 / layer.r)
+            layer.lora_B.zero_()
 
 
-LORA, DORA = Lora(), Dora()
+VARIANTS: dict[str, Lora] = {}
+INITS: dict[str, Init] = {}
 
 
-def variant_for(dora: bool) -> Lora:
-    """The variant a spec asks for."""
-    return DORA if dora else LORA
+def register_variant(strategy: Lora | Init) -> None:
+    """Register a variant (a :class:`Lora`) or an init (an :class:`Init`) under its ``name``; twice is an error."""
+    table = INITS if isinstance(strategy, Init) else VARIANTS
+    if strategy.name in table:
+        raise ValueError(f"a LoRA variant or init named {strategy.name!r} is already registered")
+    table[strategy.name] = strategy
+
+
+def lookup(table: dict, what: str, name: str):
+    """``table[name]`` (:data:`VARIANTS` or :data:`INITS`); an unknown name raises listing the registered ones."""
+    if name not in table:
+        raise ValueError(f"{what} must be one of {', '.join(table)}, got {name!r}")
+    return table[name]
+
+
+LORA = Lora()
+register_variant(LORA)
+register_variant(Init())
+register_variant(Gaussian())

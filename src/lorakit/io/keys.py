@@ -27,9 +27,7 @@ def peft_key(module_path: str, which: str, kind_names: tuple[str, str] = ("lora_
 
 def file_tensors(layer: LoraLayer) -> dict[str, Tensor]:
     """Tensors to save by PEFT file name; an SVD-initialised adapter relative to the original base."""
-    A, B = layer.lora_A, layer.effective_B()
-    if getattr(layer, "lora_A0", None) is not None:  # ΔW = s·(B·A − B0·A0) = s·[B, −B0]·[A; A0]
-        A, B = torch.cat([A, layer.lora_A0]), torch.cat([B, -layer.lora_B0], dim=1)
+    A, B = layer.initializer.file_factors(layer, layer.lora_A, layer.effective_B())
     return {**dict(zip(layer.kind.names, (A, B), strict=True)), **_extras(layer)}
 
 

@@ -26,7 +26,6 @@ from lorakit.core.layers import LoraLayer
 from lorakit.core.registry import delta_matrix, factor_names, kind_for, require_kind
 from lorakit.core.spec import LoraSpec
 from lorakit.core.targeting import Target, layer_index, override, select_targets
-from lorakit.core.variants import SVD_INITS
 from lorakit.io.config import CONFIG_NAME, FORMAT_VERSION, AdapterConfig
 from lorakit.io.keys import PEFT_PREFIX, adapter_state_dict, load_adapter_state, peft_key
 
@@ -183,7 +182,7 @@ def config_for(model: nn.Module, *, task_type: str | None = None, base_model: st
     if spec.layers is not None and names and "." not in names[0]:
         layers_to_transform = sorted({layer_index(t.path) for t in targets})
     # An SVD init (PiSSA, OLoRA) is saved relative to the original base at twice the rank (PEFT's conversion).
-    m = 2 if spec.init in SVD_INITS else 1
+    m = 2 if spec.initializer.moves_base else 1
     r, alpha0 = spec.r * m, spec.alpha * (math.sqrt(m) if spec.rslora else m)
     rank_pattern, alpha_pattern, slices = {}, {}, {}
     for t in targets:

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from lorakit.core.registry import kind_for
 from lorakit.core.targeting import name_matches
-from lorakit.core.variants import variant_for
 from lorakit.io import AdapterFile, targets_for
 from lorakit.io.keys import PEFT_PREFIX, check_tensors
 
@@ -91,7 +90,7 @@ def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
         raise ValueError("adapters trained with bias='all' change every bias of the model and cannot share "
                          "a base with other adapters; serve them merged (lorakit merge) instead")
     expected: dict[str, tuple[int, ...]] = {}
-    variant = variant_for(spec.dora)
+    variant = spec.variant
     for t in targets:
         base = tree.get_submodule(t.path)
         kind = kind_for(base)

@@ -33,7 +33,7 @@ DEFAULT_LR: dict[tuple[str, str], float] = {
 DEFAULT_MAX_LENGTH = {"classify": 64, "generate": 192}
 # task -> split of the final report: GLUE-style dev accuracy for classification, E2E test for generation.
 DEFAULT_TEST_SPLIT = {"classify": "dev", "generate": "test"}
-LORA_INITS = ("kaiming", "gaussian", "pissa", "olora")  # lorakit.core.variants.INITS (a test keeps them equal)
+LORA_INITS = ("kaiming", "gaussian", "pissa", "olora")  # registered in lorakit.core.variants.INITS (a test keeps them equal)
 TASKS = ("auto", "classify", "generate")
 DEVICES = ("auto", "cpu", "cuda")
 DECAYS = ("linear", "cosine", "constant")
@@ -71,7 +71,7 @@ class TrainConfig:
     rank: int = _opt(8, "LoRA rank r")
     alpha: float = _opt(16.0, "LoRA alpha (the update is scaled by alpha / r)")
     dropout: float = _opt(0.05, "dropout on the LoRA path")
-    # LoRA variants and per-module controls (lorakit.core.variants; one block, see variant_options()).
+    # LoRA variants and per-module controls (lorakit.core.variants, lorakit.variants; one block, see variant_options()).
     dora: bool = _opt(False, "DoRA: a trained magnitude per output row times the normalised W0 + s·B·A (Liu et al. 2024)")
     rslora: bool = _opt(False, "rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r")
     init: str = _opt("kaiming", "initialisation: kaiming or gaussian (B = 0); pissa or olora (A, B from W0's SVD / QR, "
