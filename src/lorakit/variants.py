@@ -4,6 +4,7 @@
 - DoRA (Liu et al. 2024) — ``h = m ⊙ (W0 + s·B·A)·x / ‖W0 + s·B·A‖``, norms per output row
   and detached from the graph (the paper's §4.3, as PEFT); ``m`` starts at ``‖W0‖`` and is stored
   under PEFT's key ``lora_magnitude_vector``.
+- The init "gaussian": A ~ N(0, 1/r), B zero (PEFT's ``init_lora_weights="gaussian"``).
 - The inits "pissa" (Meng et al. 2024: A, B from the top-r singular triplets of W0) and "olora"
   (Büyükakyüz 2024: from W0's QR) *move* ``s·B0·A0`` out of the base weight. Such an adapter is
   saved relative to the original base as ``A' = [A; A0]``, ``B' = [B, −B0]`` at rank 2r (PEFT's
@@ -70,6 +71,17 @@ def row_norm(W: Tensor, A: Tensor, B: Tensor, scaling: float) -> Tensor:
     return torch.linalg.vector_norm(W + scaling * delta_matrix(A, B), dim=1)
 
 
+class Gaussian(Init):
+    """A ~ N(0, 1/r), B zero."""
+
+    name = "gaussian"
+
+    def factors(self, layer):
+        with torch.no_grad():
+            nn.init.normal_(layer.lora_A, std=1.0 / layer.r)
+            layer.lora_B.zero_()
+
+
 class SvdInit(Init):
     """PiSSA ("pissa": the top-r SVD of W0) or OLoRA ("olora": W0's QR); keeps ``lora_A0`` / ``lora_B0``."""
 
@@ -115,5 +127,6 @@ class SvdInit(Init):
 
 DORA = Dora()
 register_variant(DORA)
+register_variant(Gaussian())
 register_variant(SvdInit("pissa"))
 register_variant(SvdInit("olora"))

@@ -177,34 +177,21 @@ def select_targets(model: nn.Module, spec: LoraSpec) -> list[Target]:
 
 def _resolve_one(model, modules, target, spec, saved) -> list[tuple[str, tuple | None]]:
     def allowed(path: str) -> bool:
-        if _is_inside(path, saved):
-            return False
-        return spec.layers is None or layer_index(path) in spec.layers
+        return bool(path) and not _is_inside(path, saved) and (spec.layers is None or layer_index(path) in spec.layers)
 
     if target == ALL_LINEAR:
         heads = _head_paths(model)
-        return [
-            (p, None) for p, m in modules.items()
-            if p and allowed(p) and not _is_inside(p, heads)
-            and kind_for(m) is not None and "all-linear" in kind_for(m).supports
-        ]
-    if target in PRESETS:
-        hits: list[tuple[str, tuple | None]] = []
-        seen: set[str] = set()
-        for item in PRESETS[target]:
-            name, slices = parse_target(item)
-            for p, m in modules.items():
-                # Presets only pick layers lorakit can adapt: "query" may also name a container.
-                if p and p not in seen and allowed(p) and name_matches(name, p) and kind_for(m) is not None:
-                    seen.add(p)
-                    hits.append((p, slices))
-        return hits
-    name, slices = parse_target(target)
-    hits = [(p, slices) for p in modules if p and allowed(p) and name_matches(name, p)]
-    for p, _ in hits:
-        if kind_for(modules[p]) is None:
-            raise TypeError(
-                f"target {target!r} matches {p!r}, a {type(modules[p]).__name__}, which cannot be adapted; "
-                f"supported: {', '.join(supported_types())}"
-            )
-    return hits
+        return [(p, None) for p, m in modules.items()
+                if allowed(p) and not _is_inside(p, heads) and "all-linear" in getattr(kind_for(m), "supports", ())]
+    hits: dict[str, tuple | None] = {}
+    for item in PRESETS.get(target, (target,)):
+        name, slices = parse_target(item)
+        for p, m in modules.items():
+            if p in hits or not (allowed(p) and name_matches(name, p)):
+                continue
+            if kind_for(m) is not None:
+                hits[p] = slices
+            elif target not in PRESETS:  # presets skip what cannot be adapted: "query" may also name a container
+                raise TypeError(f"target {target!r} matches {p!r}, a {type(m).__name__}, which cannot be adapted; "
+                                f"supported: {', '.join(supported_types())}")
+    return list(hits.items())

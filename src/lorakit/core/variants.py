@@ -2,10 +2,9 @@
 
 A *variant* decides what a :class:`~lorakit.core.layers.LoraLayer` computes from its A, B (and any
 extra parameters it declares): the forward, the merged weight and the file keys of its extras. An
-*init* fills A and B (``LoraSpec.init``). The core holds both protocols, plain LoRA
-(``h = W0·x + s·B·A·x``) and the inits "kaiming" / "gaussian" (A random, B zero); DoRA and the
-PiSSA / OLoRA inits register from :mod:`lorakit.variants`, as any extension would. rsLoRA is a
-scaling (``LoraSpec.scaling``), LoRA+ an optimizer setting.
+*init* fills A and B (``LoraSpec.init``). The core holds both protocols, plain LoRA and its
+"kaiming" init; DoRA and the other inits register from :mod:`lorakit.variants`, as any extension
+would. rsLoRA is a scaling (``LoraSpec.scaling``), LoRA+ an optimizer setting.
 """
 
 from __future__ import annotations
@@ -76,17 +75,6 @@ class Init:
         return A, B
 
 
-class Gaussian(Init):
-    """A ~ N(0, 1/r), B zero."""
-
-    name = "gaussian"
-
-    def factors(self, layer):
-        with torch.no_grad():
-            nn.init.normal_(layer.lora_A, std=1.0 / layer.r)
-            layer.lora_B.zero_()
-
-
 VARIANTS: dict[str, Lora] = {}
 INITS: dict[str, Init] = {}
 
@@ -109,4 +97,3 @@ def lookup(table: dict, what: str, name: str):
 LORA = Lora()
 register_variant(LORA)
 register_variant(Init())
-register_variant(Gaussian())
