@@ -5,8 +5,9 @@ layout, merge them away, analyse them and serve many of them over one base model
 """
 
 # Register the built-in layer kinds beyond nn.Linear (Embedding, Conv1d/2d, GPT-2's Conv1D) and the
-# variants beyond plain LoRA (DoRA, the PiSSA / OLoRA inits) in the core's registries.
+# variants beyond plain LoRA (DoRA, the PiSSA / OLoRA inits) and the target presets in the core's registries.
 import lorakit.layer_kinds  # noqa: F401
+import lorakit.presets  # noqa: F401
 import lorakit.variants  # noqa: F401
 from lorakit.core import (
     LoraLayer,

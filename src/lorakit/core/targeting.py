@@ -17,24 +17,9 @@ from torch import nn
 from lorakit.core.registry import kind_for, require_kind, supported_types
 from lorakit.core.spec import LoraSpec
 
-# Presets list module-name suffixes across model families. BERT's "output.dense" names both the
-# attention output and the FFN output, so the attention one is spelled with its parent.
-PRESETS: dict[str, tuple[str, ...]] = {
-    "qv": ("query", "value", "q_proj", "v_proj", "q_lin", "v_lin", "c_attn[q,v]"),
-    "attention": (
-        "query", "key", "value", "attention.output.dense",  # BERT
-        "q_proj", "k_proj", "v_proj", "o_proj",  # Llama, Mistral, Qwen, OPT
-        "q_lin", "k_lin", "v_lin", "out_lin",  # DistilBERT
-        "c_attn", "attn.c_proj",  # GPT-2
-    ),
-    "ffn": (
-        "intermediate.dense", "re:(.*\\.)?layer\\.\\d+\\.output\\.dense",  # BERT
-        "gate_proj", "up_proj", "down_proj",  # Llama
-        "lin1", "lin2",  # DistilBERT
-        "mlp.c_fc", "mlp.c_proj",  # GPT-2
-        "fc1", "fc2",  # OPT, ViT-style
-    ),
-}
+# Preset name -> module-name suffixes. The tables for the model families lorakit knows ("qv",
+# "attention", "ffn") register from lorakit.presets: model knowledge, not the LoRA core.
+PRESETS: dict[str, tuple[str, ...]] = {}
 ALL_LINEAR = "all-linear"
 # Output heads that "all-linear" leaves alone (the paper adapts the body, not the head).
 HEAD_NAMES = ("lm_head", "classifier", "score", "qa_outputs", "cls")
