@@ -6,6 +6,7 @@ Nothing else in lorakit mutates a model's structure. Merging happens only throug
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,10 +114,8 @@ def merge(model: nn.Module) -> MergeReport:
     input before and after; the report carries the largest absolute and relative output difference.
     """
     layers = [m for m in lora_layers(model).values() if not m.merged]
-    owners: dict[int, int] = {}
-    for _, param in model.named_parameters(remove_duplicate=False):
-        owners[id(param)] = owners.get(id(param), 0) + 1
-    tied = [p for p, m in lora_layers(model).items() if m in layers and owners.get(id(m.weight), 0) > 1]
+    owners = Counter(id(param) for _, param in model.named_parameters(remove_duplicate=False))
+    tied = [p for p, m in lora_layers(model).items() if m in layers and owners[id(m.weight)] > 1]
     if tied:
         # A tied weight (lm_head = input embeddings) would change both modules; refuse, don't surprise.
         raise ValueError(f"refusing to merge into tied weights of {', '.join(tied)}: untie them first")
