@@ -160,10 +160,7 @@ def unload(model: nn.Module, merge_first: bool = True) -> nn.Module:
 
     The returned model (the same object) has exactly the original state-dict keys.
     """
-    if merge_first:
-        merge(model)
-    else:
-        unmerge(model)
+    merge(model) if merge_first else unmerge(model)
     for path, layer in lora_layers(model).items():
         if not layer.merged:
             layer.initializer.shift(layer, +1.0)

@@ -123,8 +123,7 @@ def kind_for(module: nn.Module) -> LayerKind | None:
 
 def require_kind(module: nn.Module, path: str) -> LayerKind:
     """Like :func:`kind_for`, but an unsupported type raises an error listing the supported ones."""
-    kind = kind_for(module)
-    if kind is None:
+    if (kind := kind_for(module)) is None:
         raise TypeError(f"cannot adapt {path!r}: layer type {type(module).__name__} is not supported; "
                         f"supported: {', '.join(supported_types())}")
     return kind
