@@ -151,3 +151,13 @@ def test_packing_is_refused_for_a_model_whose_attention_crosses_examples() -> No
 
     with pytest.raises(ValueError, match="attention crosses packed examples"):
         check_packing(IgnoresPositions(), rows, PackedCollator(0))
+
+
+@pytest.mark.slow
+def test_minilm_on_a_single_file_reports_held_out_metrics(tmp_path: Path) -> None:
+    """The issue's command on the real model: `lorakit train minilm some.jsonl`."""
+    data = _my_jsonl(tmp_path / "some.jsonl", 100)
+    out = tmp_path / "run"
+    assert main(["train", "minilm", str(data), "--out", str(out), "--max-steps", "2", "--no-base-eval", *FAST]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["examples"] == 10 and metrics["data_splits"]["eval"]["how"] == "held out"

@@ -212,7 +212,7 @@ def describe(report: dict[str, Any]) -> list[str]:
             lines.append("  test  = eval (no test file; --test-data FILE gives the final report its own split)")
             continue
         if how == "held out":
-            how = f"{part['fraction']:.0%} held out by seed {part['seed']}, never trained on"
+            how = f"{part['fraction'] * 100:g}% held out by seed {part['seed']}, never trained on"
         elif how == "held-out rows removed":
             how = "minus the held-out dev rows"
         elif how == "train":

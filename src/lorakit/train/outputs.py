@@ -150,7 +150,8 @@ def plot_loss(log_path: str | Path, out_path: str | Path, metric: str | None = N
         target.set_ylabel(f"eval {key}" if key != "loss" else "loss")
         if target is not ax:
             target.legend(loc="upper right")
-    ax.legend(loc="upper left" if points and key != "loss" else "best")
+    if train or (points and key == "loss"):  # a run shorter than --log-every has no train-loss line
+        ax.legend(loc="upper left" if points and key != "loss" else "best")
     ax.grid(alpha=0.3)
     ax.set_title("lorakit train")
     fig.tight_layout()

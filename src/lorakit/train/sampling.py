@@ -71,7 +71,9 @@ class ExampleStream:
 
 
 def example_length(example: object) -> int:
-    """A cheap length proxy (characters) for grouping: text, or prompt + completion."""
+    """A cheap length proxy for grouping: characters of text or prompt + completion; tokens of a packed row."""
+    if hasattr(example, "segments"):  # lorakit.data.packing.PackedRow: its length in tokens
+        return len(example)
     text = getattr(example, "text", None)
     if text is not None:
         return len(text)
