@@ -137,7 +137,7 @@ async def handle(server: LoraServer, limits: Limits, body: CompletionRequest | C
     run = _Run(server, len(jobs))
     await run_in_threadpool(_submit_all, server, run, jobs, adapter, body.response_format)
     model, prompt_tokens = body.model, sum(len(ids) for ids in prompts)  # counted once per prompt, as OpenAI does
-    # The token table is built once per server (~0.4 s for a 49k vocabulary): not on the event loop.
+    # The token table is built once per server (seconds for a 49k vocabulary): not on the event loop.
     token_bytes = (await run_in_threadpool(server.vocab.get)).token_bytes if jobs[0][1].logprobs is not None else None
     if body.stream:
         return StreamingResponse(_stream(run, chat, model, body.include_usage, prompt_tokens, metrics, token_bytes),
@@ -148,7 +148,7 @@ async def handle(server: LoraServer, limits: Limits, body: CompletionRequest | C
 
 def _submit_all(server: LoraServer, run: _Run, jobs, adapter: str | None, response_format: dict | None) -> None:
     try:
-        # Grammars compile here, on a worker thread (up to ~0.1 s for a large schema), one state per row.
+        # Grammars compile here, on a worker thread, one state per row (never shared: each has its own state).
         constraints = [server.constraint(response_format) for _ in jobs]
         for i, (ids, params) in enumerate(jobs):
             run.ids.append(server.submit(ids, params, adapter, run.callback(i), constraints[i]))
