@@ -16,7 +16,7 @@ its abi3 wheel pins neither torch nor CUDA (xgrammar's wheels follow torch relea
 maintained and used by vLLM, SGLang and llama.cpp. lm-format-enforcer walks the tokenizer's prefix
 tree in Python per row and step. Measured here on SmolLM2's 49k vocabulary (2 shared CPU cores,
 loaded): computing and applying the masks of one JSON-schema row takes ~2 ms per step, of 16 rows
-~9 ms; a JSON-schema matcher compiles in ~1 ms per request.
+9-18 ms (as the load varied); a JSON-schema matcher compiles in 1-2 ms per request.
 
 Whitespace between JSON tokens is not allowed (``whitespace_flexible: false``): the output is
 compact JSON, and a model cannot loop on spaces or newlines until ``max_tokens`` (a known failure
@@ -92,8 +92,7 @@ class _TokenBytes:
 
 
 class Vocabulary:
-    """The tokenizer as llguidance sees it (built once per server: ~5 s for SmolLM2's 49k vocabulary,
-    most of it llguidance's one-time set-up of the first mask)."""
+    """The tokenizer as llguidance sees it (built once per server, 1-2 s for SmolLM2's 49k vocabulary)."""
 
     def __init__(self, tokenizer, n_vocab: int, eos_ids: set[int] | list[int]) -> None:
         import llguidance
@@ -109,9 +108,6 @@ class Vocabulary:
         self._known = len(tokenizer)  # embedding rows past the tokenizer's vocabulary stand for no text
         self.executor = llguidance.LLExecutor(num_threads=max(1, min(4, os.cpu_count() or 1)))
         self._bytes: dict[int, bytes] = {}
-        # The very first mask pays a one-time set-up (~5 s on SmolLM2's 49k tokens, measured); pay it
-        # here, off the engine thread, instead of stalling every row of the first constrained batch.
-        token_masks([(0, self.constraint(grammar_for({"type": "json_object"})))])
 
     def token_bytes(self, token: int) -> bytes:
         """The exact bytes a token stands for (a special token: its name)."""
@@ -191,9 +187,11 @@ class TokenMasks:
 
 def token_masks(constraints: list[tuple[int, Constraint]]) -> TokenMasks:
     """The next-token masks of ``(row, constraint)`` pairs, computed in parallel by llguidance."""
-    from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask_par
-
     vocab = constraints[0][1].vocab
-    bits = allocate_token_bitmask(len(constraints), vocab.n_vocab)
-    fill_next_token_bitmask_par(vocab.executor, [(c.matcher, k) for k, (_, c) in enumerate(constraints)], bits)
+    words = (vocab.n_vocab + 31) // 32
+    bits = torch.full((len(constraints), words), -1, dtype=torch.int32)
+    # What llguidance.torch.fill_next_token_bitmask_par does; that module is not imported because it
+    # wraps a kernel in torch.compile at import, which loads dynamo (seconds, measured) for nothing.
+    vocab.executor.unsafe_compute_mask_ptr([(c.matcher, k) for k, (_, c) in enumerate(constraints)],
+                                           bits.data_ptr(), words * 4, len(constraints))
     return TokenMasks(torch.tensor([row for row, _ in constraints]), bits)
