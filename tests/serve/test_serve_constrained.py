@@ -66,7 +66,7 @@ def test_json_schema_on_20_prompts_in_a_mixed_batch(server):
 
 
 def test_json_object_and_text_formats(server):
-    out = server.generate(PROMPTS[:6], [None, "qv8", None, "ffn16", None, "qv4"], max_tokens=100, temperature=0.7,
+    out = server.generate(PROMPTS[:6], [None, "qv8", None, "ffn16", None, "qv4"], max_tokens=48, temperature=0.7,
                           seed=2, response_format={"type": "json_object"})
     finished = [r for r in out if r.finish_reason == "stop"]
     assert finished  # an unbounded object may run to max_tokens; every finished one is an object

@@ -85,7 +85,7 @@ def _write_config(writer, config, name: str) -> None:
         writer.add_value_length(head_dim)
 
 
-def _tensor_data(name: str, data: np.ndarray, dtype: str):
+def _tensor_data(data: np.ndarray, dtype: str):
     """(array to write, its GGML type): float32 vectors; f16 or q8_0 matrices."""
     import gguf
 
@@ -119,7 +119,7 @@ def _write_tensors(writer, model: PreTrainedModel, config, dtype: str) -> None:
             weight = _permute(weight, kv_heads)
         if not torch.isfinite(weight).all():
             raise ValueError(f"tensor {hf_name!r} holds non-finite values; nothing was written")
-        data, qtype = _tensor_data(gguf_name, weight.numpy(), dtype)
+        data, qtype = _tensor_data(weight.numpy(), dtype)
         writer.add_tensor(gguf_name, data, raw_dtype=qtype)
 
 

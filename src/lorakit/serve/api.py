@@ -360,8 +360,8 @@ class LoraServer:
     def start(self) -> None:
         """Run the engine on a background thread (the HTTP server does).
 
-        The token table for response formats and logprobs is built meanwhile on another thread (a few
-        seconds for a 49k vocabulary), so the first such request does not wait for it.
+        The token table for response formats and logprobs is built meanwhile on another thread (1-2 s
+        for SmolLM2's 49k vocabulary), so the first such request does not wait for it.
         """
         if self.engine is not None:
             self.engine.start()

@@ -134,11 +134,12 @@ async def handle(server: LoraServer, limits: Limits, body: CompletionRequest | C
             raise ApiError(400, f"prompt has {len(ids)} tokens; this server allows {limits.max_prompt_tokens}",
                            code="context_length_exceeded")
     jobs = [(ids, _sampling(body, max_tokens, i)) for ids in prompts for i in range(body.n)]
+    # The token table is built once per server (seconds for a 49k vocabulary): not on the event loop,
+    # and before any row is queued, so that a failure leaves nothing running.
+    token_bytes = (await run_in_threadpool(server.vocab.get)).token_bytes if jobs[0][1].logprobs is not None else None
     run = _Run(server, len(jobs))
     await run_in_threadpool(_submit_all, server, run, jobs, adapter, body.response_format)
     model, prompt_tokens = body.model, sum(len(ids) for ids in prompts)  # counted once per prompt, as OpenAI does
-    # The token table is built once per server (~0.4 s for a 49k vocabulary): not on the event loop.
-    token_bytes = (await run_in_threadpool(server.vocab.get)).token_bytes if jobs[0][1].logprobs is not None else None
     if body.stream:
         return StreamingResponse(_stream(run, chat, model, body.include_usage, prompt_tokens, metrics, token_bytes),
                                  media_type="text/event-stream",
@@ -148,7 +149,7 @@ async def handle(server: LoraServer, limits: Limits, body: CompletionRequest | C
 
 def _submit_all(server: LoraServer, run: _Run, jobs, adapter: str | None, response_format: dict | None) -> None:
     try:
-        # Grammars compile here, on a worker thread (up to ~0.1 s for a large schema), one state per row.
+        # Grammars compile here, on a worker thread: one grammar state per row, never shared.
         constraints = [server.constraint(response_format) for _ in jobs]
         for i, (ids, params) in enumerate(jobs):
             run.ids.append(server.submit(ids, params, adapter, run.callback(i), constraints[i]))
