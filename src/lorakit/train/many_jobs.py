@@ -41,14 +41,14 @@ def jobs_from_mapping(raw: Mapping[str, Any], source: str = "jobs") -> dict[str,
     """``{name: TrainConfig}`` from a parsed jobs file (see the module doc); bad input raises ValueError."""
     top = {str(k).replace("-", "_"): v for k, v in raw.items() if k != "job"}
     tables = raw.get("job")
-    if not isinstance(tables, list) or not tables or not all(isinstance(t, Mapping) for t in tables):
+    if not isinstance(tables, list | tuple) or not tables or not all(isinstance(t, Mapping) for t in tables):
         raise ValueError(f"{source}: needs one [[job]] table per adapter (none found)")
     for key in RESERVED:
         if key in top:
             raise ValueError(f"{source}: {key!r} is set by train-many (--out DIR, --resume), not by the file")
     jobs: dict[str, TrainConfig] = {}
     for number, table in enumerate(tables, 1):
-        table = {str(k).replace("-", "_"): v for k, v in table.items()}
+        table = {str(k).replace("-", "_"): tuple(v) if isinstance(v, list) else v for k, v in table.items()}
         name = table.pop("name", None)
         where = f"{source}: job {number}" + (f" ({name!r})" if name else "")
         if not isinstance(name, str) or not NAME.match(name):
