@@ -158,13 +158,15 @@ class SharedModel:
         parameters kept), ready for the next job's ``inject``.
         """
         layers = lora_layers(self.model)
+        for path, layer in layers.items():  # the model is plain again before anything can raise
+            replace_submodule(self.model, path, layer.base)
         for path, layer in layers.items():  # the per-row path is serve's: dense kinds, plain LoRA
             if layer.variant is not LORA or getattr(layer, "lora_A0", None) is not None \
                     or "serve" not in layer.kind.supports:
+                for attr in (SPEC_ATTR, TARGETS_ATTR):
+                    delattr(self.model, attr)
                 raise ValueError(f"train-many trains plain LoRA on linear layers; {path} is {layer.kind.name} "
                                  f"with {layer.variant.name} (no DoRA, PiSSA/OLoRA, conv or embedding)")
-        for path, layer in layers.items():
-            replace_submodule(self.model, path, layer.base)
         found = JobLayers(layers, {h: self.model.get_submodule(h) for h in heads},
                           getattr(self.model, SPEC_ATTR), getattr(self.model, TARGETS_ATTR))
         for attr in (SPEC_ATTR, TARGETS_ATTR):
