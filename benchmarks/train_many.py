@@ -17,6 +17,7 @@ the machine must hold at once, at worst). Medians over ``--reps`` round-robin re
 
 Every run uses ``--steps`` optimizer steps, one evaluation at the end on ``--eval-limit`` examples, no
 base evaluation, ``base_dtype`` fp32 (``--base-dtype``) and ``--threads`` torch threads per process.
+The data sets are found as ``lorakit train`` finds them (``LORAKIT_DATA``, else ``../shared/data``).
 """
 
 from __future__ import annotations
