@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("lorakit.cli.merge", "merge an adapter into its base and write a standalone model folder"),
     "export": ("lorakit.cli.export", "merge an adapter into its base and write a GGUF file (llama.cpp, Ollama)"),
     "train": ("lorakit.cli.train", "fine-tune a LoRA adapter (or full / BitFit baselines) on a data set"),
+    "train-many": ("lorakit.cli.train_many", "train many LoRA adapters at once over one frozen base, in one mixed batch"),
     "eval": ("lorakit.cli.eval", "evaluate a base model or an adapter on a data set"),
     "quickstart": ("lorakit.cli.quickstart", "the 10-minute tour: base vs LoRA on SST-2 with minilm"),
     "analyze": ("lorakit.cli.analyze", "subspace similarity, spectra and amplification of adapters"),

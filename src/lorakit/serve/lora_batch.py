@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from lorakit.core._torch import foreach_copy_, foreach_mul_
+from lorakit.core.batched import shrink_expand
 from lorakit.core.layers import adopt_base, base_getattr
 
 _batch_ids = itertools.count()
@@ -256,17 +257,8 @@ class BankLinear(nn.Module):
         # Every linear in a transformer sees (batch, ..., features): fold the middle dims into one.
         x3 = x.reshape(n, -1, x.shape[-1])
         out3 = out.reshape(n, -1, out.shape[-1])
-        # ``out`` is this call's own fresh tensor, so the LoRA path is added in place.
-        for which, At, Bt in plan.lora:
-            xs = x3 if which is None else x3.index_select(0, which)
-            if xs.dtype != At.dtype:  # skipped in the common case: each call costs dispatch time per module
-                xs = xs.to(At.dtype)
-            h = torch.bmm(xs, At)  # shrink: (rows, tokens, r)
-            if which is None and out3.dtype == Bt.dtype:
-                out3.baddbmm_(h, Bt)  # expand and add in one kernel, no temporary
-            else:
-                out3.index_add_(0, which if which is not None else torch.arange(n, device=x.device),
-                                torch.bmm(h, Bt).to(out3.dtype))
+        # ``out`` is this call's own fresh tensor, so core's shrink/expand adds in place.
+        out3 = shrink_expand(out3, x3, plan.lora)
         if plan.scale is not None:  # DoRA: c ⊙ (W0·x + s·B·A·x) + b = c ⊙ out + (1 − c) ⊙ b
             scale, shift = plan.scale
             out3 = out3 * scale if shift is None else torch.addcmul(shift, out3, scale)

@@ -12,6 +12,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,10 +84,19 @@ class Prepared:
     packing: dict[str, Any] | None = None
 
 
-def prepare(cfg: TrainConfig, ctx: DistContext) -> Prepared:
-    """Seed, read the splits, resolve the task's defaults and load the model on ``ctx.device``."""
-    from lorakit.data.batches import CausalLMCollator, ClassificationCollator
+def load_for(cfg: TrainConfig, train: Any, ctx: DistContext) -> Any:
+    """The run's model (``LoadedModel``) for its resolved task; a classifier gets the data set's labels."""
     from lorakit.models import load_model
+    from lorakit.models.precision import load_dtype
+
+    return load_model(cfg.model, cfg.task, num_labels=train.num_labels if cfg.task == "classify" else None,
+                      dtype=load_dtype(cfg.base_dtype, ctx.device))
+
+
+def prepare(cfg: TrainConfig, ctx: DistContext, load: Callable[..., Any] = load_for) -> Prepared:
+    """Seed, read the splits, resolve the task's defaults and load the model on ``ctx.device``
+    (``load(cfg, train_split, ctx)``; train-many passes one that shares a single base)."""
+    from lorakit.data.batches import CausalLMCollator, ClassificationCollator
 
     if cfg.model is None or cfg.data is None:
         raise ValueError("give a MODEL and a DATA set (on the command line or as model/data in --config)")
@@ -95,10 +105,7 @@ def prepare(cfg: TrainConfig, ctx: DistContext) -> Prepared:
     train, eval_set, test_set = splits.train, splits.eval, splits.test
     cfg = dataclasses.replace(cfg.resolve(train.task, cfg.model, cfg.data), test_split=splits.report["test"]["split"])
     cfg = resolve_memory_options(cfg, ctx.device)
-    from lorakit.models.precision import load_dtype
-
-    loaded = load_model(cfg.model, cfg.task, num_labels=train.num_labels if cfg.task == "classify" else None,
-                        dtype=load_dtype(cfg.base_dtype, ctx.device))
+    loaded = load(cfg, train, ctx)
     loaded.model.to(ctx.device)
     if cfg.task == "classify":
         collate = ClassificationCollator(loaded.tokenizer, cfg.max_length)
@@ -193,6 +200,18 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float, trackers: list[Any]) -
     }
     if result.stopped != "done" or not ctx.is_main:
         return summary
+    return finish_run(p, model, result, summary, base_metrics, selection, tracker, show,
+                      lambda: {"wall_seconds": time.perf_counter() - wall, "peak_memory_mb": memory.overall(),
+                               "peak_memory_phases_mb": memory.peaks, "device": str(ctx.device),
+                               "processes": ctx.world_size})
+
+
+def finish_run(p: Prepared, model: nn.Module, result: LoopResult, summary: dict[str, Any],
+               base_metrics: dict[str, Any] | None, selection: Selection, tracker: Any, show: bool,
+               process: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """After a finished loop: reload the best weights, final evaluation, ``adapter/``, ``metrics.json``,
+    ``loss.png`` (``process()``: wall time, memory and device figures of the run's process, taken last)."""
+    cfg, out = p.cfg, Path(p.cfg.out)
     if result.best_path is not None:
         load_tensors_into(model, result.best_path)
     if cfg.task == "classify" and cfg.test_split == cfg.eval_split and result.state.best_eval:
@@ -207,9 +226,7 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float, trackers: list[Any]) -
         "last_eval": result.state.last_eval, **summary,
         "skipped_steps": result.state.skipped_steps, "tokens_seen": result.state.tokens_seen,
         "tokens_per_second": result.tokens_per_second, "train_seconds": result.state.train_seconds,
-        "wall_seconds": time.perf_counter() - wall, "peak_memory_mb": memory.overall(),
-        "peak_memory_phases_mb": memory.peaks,
-        "device": str(ctx.device), "processes": ctx.world_size, **saved,
+        **process(), **saved,
         "data_splits": p.splits, "packing": p.packing, "early_stopped": result.early_stopped,
         "config": cfg.to_json(),
     }

@@ -1,0 +1,63 @@
+"""Train many LoRA adapters at once over one frozen base model, in one mixed batch.
+
+Examples::
+
+    lorakit train-many jobs.toml --out runs/sweep
+    lorakit train-many jobs.toml --out runs/sweep --resume     # after a kill: each job continues exactly
+
+The jobs file names the shared ``model`` (and base settings such as ``base_dtype``) at the top level
+and one ``[[job]]`` table per adapter with ``lorakit train``'s option names plus ``name`` and ``data``::
+
+    model = "minilm"
+    [[job]]
+    name = "sst2-r4"
+    data = "sst2"
+    rank = 4
+    [[job]]
+    name = "trec-r8"
+    data = "trec"
+    rank = 8
+    max_steps = 200
+
+Each job writes ``OUT/<name>/`` exactly like ``lorakit train --out OUT/<name>`` (adapter/, metrics.json,
+log.jsonl, loss.png, checkpoint/); ``OUT/train_many.json`` sums up. A job with bad data or a diverging
+loss stops alone (its error is printed and listed); the exit code is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lorakit.cli.train import one_line_errors
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The jobs file, the output folder, --resume and --no-progress."""
+    parser.add_argument("jobs", metavar="JOBS", help="TOML (or YAML) file: shared model at the top, one [[job]] per adapter")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder; each job writes DIR/<name>/")
+    parser.add_argument("--resume", action="store_true", help="continue every job from DIR/<name>/checkpoint")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="one progress bar per job (default: on)")
+    one_line_errors(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train every job; print one line per job."""
+    from lorakit.train.many import train_many
+
+    results = train_many(args.jobs, args.out, resume=args.resume, progress=args.progress)
+    failed = 0
+    for name, m in results.items():
+        if "error" in m:
+            failed += 1
+            print(f"{name}: FAILED: {m['error']}", file=sys.stderr)
+        elif "test" in m:
+            test = m["test"]
+            score = ", ".join(f"{k} {test[k]:.4f}" for k in ("accuracy", "bleu", "loss") if k in test)
+            print(f"{name}: {m['step']} steps, {score}; saved {m['adapter_dir']}")
+        else:
+            print(f"{name}: {m.get('stopped')} at step {m.get('step')}: checkpoint written; continue with --resume",
+                  file=sys.stderr)
+    print(f"summary: {args.out}/train_many.json")
+    return 1 if failed else 0

@@ -1,0 +1,156 @@
+"""lorakit train-many: each job equals its solo `lorakit train` run; faults stay inside their job."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lorakit.cli.main import main
+from lorakit.train.config import TrainConfig
+from lorakit.train.many import train_many
+from lorakit.train.many_jobs import jobs_from_mapping
+from lorakit.train.runner import run_training
+
+COMMON = dict(batch_size=8, max_length=16, progress=False, threads=1, lr=5e-3, max_steps=4, base_eval=False,
+              eval_limit=4, max_new_tokens=4, device="cpu", base_dtype="fp32")
+
+
+def _adapter(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+
+
+def _assert_parity(model: Path, jobs: dict[str, dict], root: Path) -> None:
+    cfgs = {n: TrainConfig.from_mapping({**COMMON, "model": str(model), **j}) for n, j in jobs.items()}
+    results = train_many(cfgs, root / "many", progress=False)
+    assert all("error" not in m for m in results.values()), results
+    for name, cfg in cfgs.items():
+        run_training(dataclasses.replace(cfg, out=str(root / "solo" / name)))
+        many, solo = _adapter(root / "many" / name), _adapter(root / "solo" / name)
+        assert many.keys() == solo.keys(), name
+        for key in solo:
+            torch.testing.assert_close(many[key], solo[key], rtol=0, atol=1e-5, msg=f"{name} {key}")
+        assert any(solo[k].abs().max() > 1e-3 for k in solo if "lora_B" in k)  # it trained: a real comparison
+        files = {p.name for p in (root / "many" / name).iterdir()}
+        assert {"adapter", "metrics.json", "log.jsonl", "loss.png", "checkpoint"} <= files
+        m_many = json.loads((root / "many" / name / "metrics.json").read_text())
+        m_solo = json.loads((root / "solo" / name / "metrics.json").read_text())
+        assert m_many["best_step"] == m_solo["best_step"] and m_many["step"] == m_solo["step"]
+
+
+def test_classify_jobs_equal_their_solo_runs(tiny_dirs, tmp_path: Path) -> None:
+    data = str(tiny_dirs["cls_data"])
+    _assert_parity(tiny_dirs["bert"], {
+        "r4-qv": dict(data=data, rank=4, targets=("query", "value"), seed=0, dropout=0.1),
+        "r8-qkd": dict(data=data, rank=8, targets=("query", "key", "dense"), seed=1, lr=1e-2, batch_size=4),
+        "r4-v": dict(data=data, rank=4, targets=("value",), seed=2, max_steps=2, grad_accum=2),
+    }, tmp_path)
+
+
+def test_generate_jobs_equal_their_solo_runs(tiny_dirs, tmp_path: Path) -> None:
+    data = str(tiny_dirs["gen_data"])
+    _assert_parity(tiny_dirs["llama"], {
+        "r4-qv": dict(data=data, rank=4, targets=("q_proj", "v_proj"), seed=0, dropout=0.1),
+        "r16-all": dict(data=data, rank=16, targets=("all-linear",), seed=1, batch_size=4, max_steps=3),
+    }, tmp_path)
+
+
+def test_jobs_file_errors_name_the_job() -> None:
+    base = {"model": "m", "data": "d"}
+    with pytest.raises(ValueError, match="one \\[\\[job\\]\\] table"):
+        jobs_from_mapping(base)
+    with pytest.raises(ValueError, match="used twice"):
+        jobs_from_mapping({**base, "job": [{"name": "a"}, {"name": "a"}]})
+    with pytest.raises(ValueError, match="job 1 \\('a'\\): unknown option 'rnak'"):
+        jobs_from_mapping({**base, "job": [{"name": "a", "rnak": 4}]})
+    with pytest.raises(ValueError, match="base_dtype = 'bf16' differs"):
+        jobs_from_mapping({**base, "base_dtype": "fp32", "job": [{"name": "a", "base_dtype": "bf16"}]})
+    with pytest.raises(ValueError, match="not supported here: dora"):
+        jobs_from_mapping({**base, "job": [{"name": "a", "dora": True}]})
+    jobs = jobs_from_mapping({**base, "rank": 2, "job": [{"name": "a"}, {"name": "b", "rank": 8, "data": "e"}]})
+    assert (jobs["a"].rank, jobs["b"].rank, jobs["b"].data) == (2, 8, "e")
+
+
+def _jobs_file(path: Path, model: Path, jobs: list[dict], **top) -> Path:
+    lines = [f"{k} = {json.dumps(v)}" for k, v in {"model": str(model), "batch_size": 8, "max_length": 16,
+                                                    "base_eval": False, "base_dtype": "fp32", "threads": 1,
+                                                    "lr": 5e-3, "device": "cpu", **top}.items()]
+    for job in jobs:
+        lines += ["[[job]]"] + [f"{k} = {json.dumps(v)}" for k, v in job.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_malformed_data_file_fails_its_job_alone(tiny_dirs, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "good film", "label": 1}\n{"text": "bad film", "label": 0}\n{"text": oops\n')
+    jobs = _jobs_file(tmp_path / "jobs.toml", tiny_dirs["bert"], [
+        {"name": "ok", "data": str(tiny_dirs["cls_data"]), "rank": 4, "max_steps": 2},
+        {"name": "broken", "data": str(bad), "rank": 8, "max_steps": 2},
+        {"name": "ok2", "data": str(tiny_dirs["cls_data"]), "rank": 2, "max_steps": 3}])
+    assert main(["train-many", str(jobs), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "job 'broken'" in err and f"{bad}:3" in err, err
+    summary = json.loads((tmp_path / "out" / "train_many.json").read_text())["jobs"]
+    assert f"{bad}:3" in summary["broken"]["error"]
+    for name in ("ok", "ok2"):
+        assert (tmp_path / "out" / name / "adapter" / "adapter_model.safetensors").is_file()
+        assert summary[name]["step"] == {"ok": 2, "ok2": 3}[name]
+
+
+def _checkpoint_step(folder: Path) -> int:
+    state = folder / "checkpoint" / "state.json"
+    try:
+        return json.loads(state.read_text())["state"]["step"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_sigkill_then_resume_gives_the_same_adapters_bitwise(tiny_dirs, tmp_path: Path) -> None:
+    jobs = _jobs_file(tmp_path / "jobs.toml", tiny_dirs["llama"], [
+        {"name": "a", "data": str(tiny_dirs["gen_data"]), "rank": 4, "dropout": 0.1},
+        {"name": "b", "data": str(tiny_dirs["gen_data"]), "rank": 8, "seed": 3, "targets": ["all-linear"],
+         "batch_size": 4}], max_steps=8, checkpoint_every=1, eval_every=4, eval_limit=2, max_new_tokens=2)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-m", "lorakit", "train-many", str(jobs), "--no-progress"]
+    reference = train_many(jobs, tmp_path / "ref", progress=False)  # uninterrupted, in this process
+    assert all("error" not in m for m in reference.values()), reference
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*argv, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while _checkpoint_step(killed / "a") < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
+    assert not (killed / "a" / "adapter").exists()
+    resumed = subprocess.run([*argv, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for name in ("a", "b"):
+        ref, got = _adapter(tmp_path / "ref" / name), _adapter(killed / name)
+        assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref), name
+
+
+@pytest.mark.slow
+def test_smollm2_jobs_equal_their_solo_runs(data_root: Path, tmp_path: Path) -> None:
+    """The real causal LM (no dropout in its base, so the comparison is exact) on E2E, two ranks."""
+    data = "e2e"
+    jobs = {"r4": dict(data=data, rank=4, seed=0), "r16": dict(data=data, rank=16, seed=1, targets=("all-linear",))}
+    cfgs = {n: TrainConfig.from_mapping({**COMMON, "model": "smollm2", "batch_size": 4, "max_length": 48,
+                                         "max_steps": 2, "eval_every": 0, "eval_limit": 2, "lr": 2e-4,
+                                         "data_root": str(data_root), **j}) for n, j in jobs.items()}
+    assert all("error" not in m for m in train_many(cfgs, tmp_path / "many", progress=False).values())
+    run_training(dataclasses.replace(cfgs["r16"], out=str(tmp_path / "solo")))  # one solo run keeps it short
+    many, solo = _adapter(tmp_path / "many" / "r16"), _adapter(tmp_path / "solo")
+    for key in solo:
+        torch.testing.assert_close(many[key], solo[key], rtol=0, atol=1e-5, msg=key)
