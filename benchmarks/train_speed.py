@@ -292,6 +292,13 @@ def main() -> int:
             shown = f"failed: {result['error']}" if "error" in result else (
                 f"{result['tokens_per_s']:8.1f} tokens/s {result['peak_rss_mb']:7.0f} MiB")
             print(f"rep {rep} {model:8s} {method:18s} {shown}", flush=True)
+            write_results(runs, args, shapes)  # after every measurement: an interrupted run keeps what it has
+    print(markdown(summarise(runs), args))
+    return 0
+
+
+def write_results(runs: list[dict], args: argparse.Namespace, shapes: dict[str, tuple[int, int]]) -> None:
+    """``NAME.json`` (setup, medians, every run) and ``NAME.md`` (the table) under ``--out``."""
     rows = summarise(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     name = args.name or "train_speed"
@@ -300,8 +307,6 @@ def main() -> int:
     setup["command"] = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
     (args.out / f"{name}.json").write_text(json.dumps({"setup": setup, "summary": rows, "runs": runs}, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(markdown(rows, args))
-    print(markdown(rows, args))
-    return 0
 
 
 if __name__ == "__main__":

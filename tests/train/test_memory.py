@@ -78,3 +78,17 @@ def test_base_dtype_resolves_per_method_and_reaches_the_model(tiny_dirs) -> None
     loss = summed_loss("classify", model, p.collate(p.train.examples[:4]))
     loss.backward()
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_the_lm_head_gets_contiguous_inputs_after_freezing(tiny_dirs) -> None:
+    p = _prepared(tiny_dirs, "gen_data")
+    model = p.loaded.model
+    make_trainable(model, p.cfg)
+    seen = []
+    model.lm_head.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False)
+    assert seen and all(seen)  # generation slices hidden[:, -1:, :]; the head sees a contiguous copy
+    assert out.shape == (2, 6) and full.shape[:2] == (2, 4)

@@ -16,7 +16,7 @@ from torch import nn
 from lorakit.models.precision import finish_base_precision, resolve_base_dtype
 from lorakit.train.config import TrainConfig
 
-__all__ = ["apply_memory_options", "enable_checkpointing", "resolve_memory_options"]
+__all__ = ["apply_memory_options", "contiguous_head_input", "enable_checkpointing", "resolve_memory_options"]
 
 
 def resolve_memory_options(cfg: TrainConfig, device: torch.device) -> TrainConfig:
@@ -39,7 +39,29 @@ def apply_memory_options(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
         report.update(finish_base_precision(model, cfg.base_dtype, device))
     if cfg.checkpointing:
         enable_checkpointing(model)
+    contiguous_head_input(model)
     return report
+
+
+def contiguous_head_input(model: nn.Module) -> bool:
+    """Feed the output embedding (LM head) contiguous hidden states; False if the model has no head.
+
+    Generation calls the head on ``hidden[:, -1:, :]``, a strided view. With a weight that does not
+    require grad (a frozen base), ``torch.matmul`` then does not fold the batch into one matrix product
+    but multiplies by the weight expanded to every row: a (batch × vocab × hidden) copy of it. For
+    SmolLM2 at batch 16 that measured +870 MB and 42 s for one call, against +3 MB and 0.1 s with a
+    contiguous input, same result. Evaluation would otherwise set the run's memory peak.
+    """
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if not isinstance(head, nn.Module):
+        return False
+    head.register_forward_pre_hook(_contiguous_inputs)
+    return True
+
+
+def _contiguous_inputs(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 
 
 def enable_checkpointing(model: nn.Module) -> None:
