@@ -3,7 +3,7 @@
 Every module that some job adapts is wrapped once in a :class:`ManyLinear`; it keeps each job's own
 :class:`~lorakit.core.layers.LoraLayer` (built by the ordinary ``inject``, so initialisation, scaling
 and file keys are those of ``lorakit train``) and, in a mixed batch, adds every row's own LoRA path
-through :func:`lorakit.core.batched.shrink_expand` (a per-row job index). A classification model's head
+through :func:`lorakit.batched.shrink_expand` (a per-row job index). A classification model's head
 becomes a :class:`ManyHead` that applies each job's own head to that job's rows.
 
 :meth:`SharedModel.view` puts one job's layers and head back into the tree: the model is then exactly
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorakit.core.batched import rank_groups, shrink_expand
+from lorakit.batched import rank_groups, shrink_expand
 from lorakit.core.inject import SPEC_ATTR, TARGETS_ATTR, lora_layers, replace_submodule
 from lorakit.core.layers import LoraLayer, adopt_base, base_getattr
 from lorakit.core.lora_linear import dropout_mask

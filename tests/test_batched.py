@@ -2,7 +2,7 @@
 
 import torch
 
-from lorakit.core.batched import batched_lora
+from lorakit.batched import batched_lora
 
 
 def _adapters(ranks, d_in=6, d_out=5, seed=0):

@@ -10,6 +10,10 @@ exactly its own rank (no padding to the largest) and there is no Python loop ove
 from differentiable ops only (stack, index_select, bmm, index_add), so the gradient of a loss reaches
 ``A_i`` and ``B_i`` from the rows of adapter ``i`` alone. ``serve/`` (stacked banks, no grad) and
 ``train-many`` (one adapter per job) both run through :func:`shrink_expand`.
+
+Torch-only, like :mod:`lorakit.core`, but kept beside it rather than in it: core is the single-adapter
+LoRA layer and reads in one sitting (under 1,000 lines); this is the multi-adapter operation that
+``serve/`` and ``train/`` share.
 """
 
 from __future__ import annotations
