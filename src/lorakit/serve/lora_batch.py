@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lorakit.core._torch import foreach_copy_, foreach_mul_
 from lorakit.batched import shrink_expand
+from lorakit.core._torch import foreach_copy_, foreach_mul_
 from lorakit.core.layers import adopt_base, base_getattr
 
 _batch_ids = itertools.count()
