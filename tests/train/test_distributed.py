@@ -16,7 +16,8 @@ from lorakit.train.config import TrainConfig
 from lorakit.train.runner import run_training
 
 OPTIONS = ["--max-steps", "3", "--batch-size", "8", "--max-length", "16", "--dropout", "0", "--lr", "5e-3",
-           "--eval-every", "0", "--no-base-eval", "--no-progress", "--threads", "1"]
+           "--eval-every", "0", "--no-base-eval", "--no-progress", "--threads", "1",
+           "--base-dtype", "fp32"]  # fp32: the comparison is near-exact, bf16 rounding would blur it
 
 
 # (model, data, grad_accum): classification (loss per example), and a causal LM (loss per target token,
@@ -37,7 +38,7 @@ def test_two_processes_match_one(tiny_dirs, tmp_path: Path, model: str, data: st
 
     cfg = TrainConfig(model=str(tiny_dirs[model]), data=str(tiny_dirs[data]), out=str(tmp_path / "one"),
                       max_steps=3, batch_size=8, max_length=16, dropout=0.0, lr=5e-3, eval_every=0,
-                      base_eval=False, progress=False, eval_limit=2, max_new_tokens=2)
+                      base_eval=False, progress=False, eval_limit=2, max_new_tokens=2, base_dtype="fp32")
     metrics = run_training(cfg)
     assert metrics["processes"] == 1
     ddp = load_file(str(tmp_path / "ddp" / "checkpoint" / "trainable.safetensors"))

@@ -18,8 +18,9 @@ from lorakit.train.runner import make_trainable, prepare, seed_everything
 
 
 def _setup(dirs: dict[str, Path], **overrides):
+    # fp32 base: these tests compare runs for (near-)exact equality, which bf16 rounding would blur.
     options = dict(batch_size=8, max_length=16, dropout=0.1, lr=5e-3, eval_every=0, progress=False,
-                   base_eval=False)
+                   base_eval=False, base_dtype="fp32")
     cfg = TrainConfig(model=str(dirs["bert"]), data=str(dirs["cls_data"]), **{**options, **overrides})
     p = prepare(cfg, DistContext())
     seed_everything(1)
