@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from lorakit.models.precision import BASE_DTYPES
+
 
 def _positive(text: str) -> int:
     try:
@@ -41,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=_positive, default=1 << 20, help="largest request body")
     parser.add_argument("--api-key", default=None,
                         help="bearer key required on every route but /health (default: $LORAKIT_API_KEY if set)")
+    parser.add_argument("--dtype", choices=("auto", *BASE_DTYPES), default="auto",
+                        help="precision of the frozen base: auto (bf16 where the hardware multiplies bf16 natively, "
+                             "else fp32), fp32, bf16, fp16, or int8/nf4 (Linear layers quantized with bitsandbytes); "
+                             "adapters are kept in the activations' type")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the model runs (default auto: cuda when available)")
     parser.add_argument("--preload", nargs="*", default=(), metavar="NAME", help="adapters to load at start")
 
 
@@ -54,9 +62,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     if not os.path.isdir(args.adapters):  # fail before spending time loading the model
         raise ValueError(f"adapters folder not found: {args.adapters}")
+    from lorakit.train.distributed import resolve_device
+
     server = LoraServer.from_pretrained(args.model, task=args.task, num_labels=args.num_labels,
+                                        dtype=args.dtype, device=resolve_device(args.device),
                                         adapters_dir=args.adapters, max_loaded=args.max_loaded,
                                         max_batch=args.max_batch, max_queue=args.max_queue)
+    p = server.precision
+    quantized = f", {p['quantized_linears']} Linear layers quantized" if p["quantized_linears"] else ""
+    print(f"base in {p['base_dtype']} on {p['device']} (activations {p['compute_dtype']}{quantized})")
     for name in args.preload:
         info = server.add_adapter(name)
         print(f"loaded adapter {name} (rank {info.rank}, {info.modules} modules, {info.ready_ms:.1f} ms)")

@@ -1,7 +1,7 @@
 """Precision of a frozen base model: fp32, bf16, fp16, or its Linear layers quantized to int8 / nf4.
 
 One implementation for every place that runs a frozen base in low precision (``lorakit train
---base-dtype`` now, ``lorakit serve --dtype`` later):
+--base-dtype`` and ``lorakit serve --dtype``, through :func:`freeze_base_precision`):
 
 - ``fp32`` / ``bf16`` / ``fp16``: the weights are loaded in that type (:func:`load_dtype`) and multiplied
   in it; nothing is ever materialised in fp32 first.
@@ -36,10 +36,12 @@ __all__ = [
     "BASE_DTYPES",
     "FLOAT_DTYPES",
     "QUANTIZED",
+    "activation_dtype",
     "check_base_dtype",
     "compute_dtype",
     "default_base_dtype",
     "finish_base_precision",
+    "freeze_base_precision",
     "load_dtype",
     "native_bf16",
     "quantize_frozen_linears",
@@ -118,6 +120,9 @@ def check_base_dtype(name: str, device: torch.device) -> None:
         # bitsandbytes warns on import that an optional CPU kernel package is missing; its own
         # fallback is what runs here, so the advice to install it is noise to a lorakit user.
         logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+        # Linear8bitLt logs a warning on *every* bf16 forward (it multiplies in fp16): once per layer
+        # per decode step when serving.
+        logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
@@ -171,6 +176,33 @@ def finish_base_precision(model: nn.Module, name: str, device: torch.device) -> 
                 hooked += 1
     return {"base_dtype": name, "compute_dtype": str(compute_dtype(name, device)).removeprefix("torch."),
             "quantized_linears": quantized, "fp32_trainable_modules": hooked, "upcast_tensors": upcast}
+
+
+def freeze_base_precision(model: nn.Module, name: str, device: torch.device) -> dict[str, Any]:
+    """A base loaded in :func:`load_dtype` made ready for inference (serving): frozen, quantized, on ``device``.
+
+    Every parameter is frozen first (nothing is trained while serving), then ``int8`` / ``nf4``
+    quantize every frozen Linear but the LM head (:func:`quantize_frozen_linears`). Returns a small
+    report of what ran.
+    """
+    check_base_dtype(name, device)
+    model.requires_grad_(False)
+    model.to(device)
+    quantized = quantize_frozen_linears(model, name, device) if name in QUANTIZED else 0
+    return {"base_dtype": name, "compute_dtype": str(compute_dtype(name, device)).removeprefix("torch."),
+            "quantized_linears": quantized, "device": str(device)}
+
+
+def activation_dtype(layer: nn.Module) -> torch.dtype:
+    """The floating type a frozen layer's inputs and outputs flow in.
+
+    A quantized layer's compute type (its weight is packed integers), else its weight's own type.
+    """
+    dtype = getattr(layer, "compute_dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    weight = layer.weight
+    return weight.dtype if weight.is_floating_point() else torch.float32
 
 
 def _inputs_to_fp32(module: nn.Module, args: tuple) -> tuple:
@@ -228,6 +260,9 @@ def _quantized_linear(linear: nn.Linear, name: str, device: torch.device) -> nn.
         q = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=bias is not None,
                                 has_fp16_weights=False, threshold=0.0, device="meta")
         q.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+        # Linear8bitLt returns its input's type and keeps no compute type of its own; recorded so
+        # that :func:`activation_dtype` (serving's adapter stacks) knows what flows through it.
+        q.compute_dtype = dtype
     if bias is not None:
         q.bias = nn.Parameter(bias.data.to(dtype), requires_grad=False)
     return q.to(device)  # moving the parameter to its device is what quantizes it

@@ -82,6 +82,8 @@ class LoraServer:
         self._versions: dict[str, int] = {}
         self._retiring: set[str] = set()
         self.vocab: LazyVocabulary | None = None
+        # What from_pretrained chose for the base (dtype, device, quantized layers); empty otherwise.
+        self.precision: dict = {}
         if self.engine is not None:
             self.engine.loader = self._load_from_folder
             self.engine.keys = self.key
@@ -91,12 +93,24 @@ class LoraServer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, task: str = "generate", num_labels: int | None = None,
-                        **kwargs) -> LoraServer:
-        """Load a base with :func:`lorakit.models.load_model` (embedded name or local folder)."""
-        from lorakit.models import load_model
+                        dtype: str = "auto", device: str | torch.device = "cpu", **kwargs) -> LoraServer:
+        """Load a base with :func:`lorakit.models.load_model` (embedded name or local folder).
 
-        loaded = load_model(name_or_path, task=task, num_labels=num_labels)
-        return cls(loaded.model, loaded.tokenizer, name=loaded.name, task=task, **kwargs)
+        ``dtype``: the frozen base's precision, one of :data:`lorakit.models.precision.BASE_DTYPES`
+        or ``"auto"`` (bf16 where ``device`` multiplies bf16 natively, else fp32); int8/nf4 quantize
+        the Linear layers with bitsandbytes. Adapters are kept in the activations' type
+        (:mod:`lorakit.serve.lora_batch`). The chosen setting is in ``server.precision``.
+        """
+        from lorakit.models import load_model
+        from lorakit.models.precision import freeze_base_precision, load_dtype, resolve_base_dtype
+
+        device = torch.device(device)
+        name = resolve_base_dtype(dtype, device)
+        loaded = load_model(name_or_path, task=task, num_labels=num_labels, dtype=load_dtype(name, device))
+        report = freeze_base_precision(loaded.model, name, device)
+        server = cls(loaded.model, loaded.tokenizer, name=loaded.name, task=task, **kwargs)
+        server.precision = report
+        return server
 
     # ---- adapters --------------------------------------------------------------------------
     def key(self, name: str) -> str:

@@ -10,7 +10,9 @@ row run alone.
 - leave: finished rows are dropped by index, then leading columns that are padding in every row
   are trimmed so the cache does not keep growing with rows that left.
 
-Only transformers' full-attention ``DynamicLayer`` is handled; sliding-window layers keep their own
+Decode steps append in place: the running cache's layers are
+:class:`~lorakit.models.kv_buffer.BufferedLayer` (preallocated spare room instead of a ``torch.cat``
+of the whole cache per layer per step). Only full-attention layers are handled; sliding-window layers keep their own
 length bookkeeping, which padding would break, so they are refused with a clear error.
 """
 
@@ -24,9 +26,11 @@ from torch import Tensor
 def _layers(cache) -> list:
     from transformers.cache_utils import DynamicLayer
 
+    from lorakit.models.kv_buffer import BufferedLayer
+
     layers = list(cache.layers)
     for layer in layers:
-        if type(layer) is not DynamicLayer:
+        if type(layer) not in (DynamicLayer, BufferedLayer):
             raise ValueError(f"continuous batching needs full-attention caches; this model uses {type(layer).__name__}")
     return layers
 
@@ -34,6 +38,19 @@ def _layers(cache) -> list:
 def check_cache(cache) -> None:
     """Raise ``ValueError`` if the cache holds layers the surgery below cannot handle."""
     _layers(cache)
+
+
+def buffered(cache):
+    """``cache`` with every layer a :class:`~lorakit.models.kv_buffer.BufferedLayer` (appends in place).
+
+    The running batch's cache is converted once, when it is formed; the surgery below assigns whole
+    tensors, which a buffered layer adopts as its new (full) buffer.
+    """
+    from lorakit.models.kv_buffer import BufferedLayer
+
+    layers = _layers(cache)
+    cache.layers[:] = [layer if isinstance(layer, BufferedLayer) else BufferedLayer.of(layer) for layer in layers]
+    return cache
 
 
 def _pad_left(t: Tensor, n: int) -> Tensor:
@@ -48,8 +65,7 @@ def merge(cache, mask: Tensor, new_cache, new_mask: Tensor) -> tuple[object, Ten
     group simply becomes the batch.
     """
     if cache is None:
-        check_cache(new_cache)
-        return new_cache, new_mask
+        return buffered(new_cache), new_mask
     old_len, new_len = mask.shape[1], new_mask.shape[1]
     length = max(old_len, new_len)
     for old, new in zip(_layers(cache), _layers(new_cache), strict=True):

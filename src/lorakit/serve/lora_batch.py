@@ -18,6 +18,15 @@ to one r=64 adapter would otherwise do 8× the LoRA work on every row. With grou
 exactly its own rank, and a batch runs one pair of ``bmm`` per rank *present in the batch* (usually
 one or two), never a Python loop over adapters.
 
+Precision (``lorakit serve --dtype``): every adapter tensor a module keeps (the stacked ``Aᵀ``/``Bᵀ``,
+full replacements, bias changes, DoRA scales) is stored in the type the module's *activations* flow
+in (:func:`~lorakit.models.precision.activation_dtype`): fp32 on an fp32 base, bf16 on a bf16 base and
+on an int8/nf4 base whose compute type is bf16. Why not fp32 masters as in training: nothing is
+trained here, and a stack in another type than ``x`` would cost a cast of ``x`` and of the result at
+every adapted module on every step and rule out the in-place ``baddbmm_`` that adds the LoRA path
+without a temporary. The scaling ``s`` is folded into ``B`` in fp32 before the one cast, so bf16
+stacks round each factor once (≈3 significant digits, the same rounding the bf16 base product has).
+
 The per-row slots come from a :class:`BatchContext` that the engine sets around each forward. The
 gathered operands of a batch composition are cached (the *plan*) until the composition or the bank
 changes, so a decode step costs two ``bmm`` and an add per module.
@@ -34,6 +43,7 @@ from torch import Tensor, nn
 from lorakit.batched import shrink_expand
 from lorakit.core._torch import foreach_copy_, foreach_mul_
 from lorakit.core.layers import adopt_base, base_getattr
+from lorakit.models.precision import activation_dtype
 
 _batch_ids = itertools.count()
 
@@ -155,6 +165,8 @@ class BankLinear(nn.Module):
         adopt_base(self, base)  # as core's LoraLayer: the state dict keeps the base's names
         self.kind = kind
         self.ctx = ctx
+        # The type activations flow in here (see "Precision" in the module docstring).
+        self.dtype = activation_dtype(base)
         self.d_in, self.d_out = kind.features(base)
         self.group_cap = group_cap
         self.groups: dict[int, RankGroup] = {}
@@ -176,7 +188,7 @@ class BankLinear(nn.Module):
         """Make ``slot`` adapt this module (any of: a LoRA pair, a full replacement, a bias change,
         DoRA's column scale)."""
         assert slot not in self.slot_lora and slot not in self.slot_full and slot not in self.slot_bias
-        ref = self.weight
+        ref = torch.empty(0, dtype=self.dtype, device=self.weight.device)
         if A is not None and B is not None:
             r = A.shape[0]
             group = self.groups.get(r)
@@ -231,11 +243,11 @@ class BankLinear(nn.Module):
             bias = None if any(b is None for b in biases) else torch.stack(biases).unsqueeze(1)
             plan.full = (torch.tensor(full_rows, device=dev), weights, bias)
         if any(s in self.slot_scale for s in rows.slots):
-            ones = torch.ones(self.d_out, dtype=self.weight.dtype, device=dev)
+            ones = torch.ones(self.d_out, dtype=self.dtype, device=dev)
             scale = torch.stack([self.slot_scale.get(s, ones) for s in rows.slots]).unsqueeze(1)
             plan.scale = (scale, None if self.bias is None else (1 - scale) * self.bias)
         if any(s in self.slot_bias for s in rows.slots):
-            zero = torch.zeros(self.d_out, dtype=self.weight.dtype, device=dev)
+            zero = torch.zeros(self.d_out, dtype=self.dtype, device=dev)
             plan.bias = torch.stack([self.slot_bias.get(s, zero) for s in rows.slots]).unsqueeze(1)
         return plan
 

@@ -96,6 +96,9 @@ def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
         kind = kind_for(base)
         if "serve" not in kind.supports:
             raise ValueError(f"cannot serve a LoRA on {t.path!r} ({kind.name}); the bank serves linear layers")
+        if spec.dora and not base.weight.is_floating_point():  # DoRA's scale needs ‖W0 + s·B·A‖ of W0
+            raise ValueError(f"DoRA adapter on {t.path!r}: the base is quantized ({kind.name}); serve DoRA "
+                             f"adapters on an fp32 or bf16 base (--dtype fp32 or bf16)")
         for name, shape in zip(kind.names, kind.factor_shapes(base, t.rank), strict=True):
             expected[f"{PEFT_PREFIX}{t.path}.{name}"] = shape
         for name, shape in variant.file_shapes(kind, base).items():

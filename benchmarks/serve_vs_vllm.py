@@ -1,0 +1,254 @@
+"""lorakit serve vs vLLM's CPU build: output tokens/s and greedy texts, one server at a time.
+
+Both servers get the same model (``smollm2`` by default, fp32 for vLLM unless ``--vllm-dtype``), the
+same chat requests (E2E test MRs, ``"Describe this restaurant in one sentence: " + MR``, the prompt
+the ``e2e`` adapter was trained on), the same concurrency (``--concurrency`` requests in flight,
+16 by default), ``max_tokens`` 32, greedy (temperature 0), and both CPU cores. Scenarios:
+
+- ``base``: the base model;
+- ``1``: every request on one adapter (``adapters/smollm2/e2e``);
+- ``4`` / ``16``: requests spread round-robin over 4 / 16 adapters at once.
+
+The mixed scenarios serve copies of the e2e adapter under different names (``e2e_0`` ...): every
+row still runs its own adapter slot, so the per-row cost is that of distinct adapters, and the
+greedy texts stay comparable between the two servers and with scenario ``1``.
+
+vLLM runs only when its Python can ``import vllm`` (``--vllm-python``, default
+``/work/vllm-venv/bin/python``; how to build that separate venv: benchmarks/README.md). It is
+started as ``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 with
+``VLLM_CPU_OMP_THREADS_BIND=0-1 VLLM_CPU_NUM_OF_RESERVED_CPU=0``; lorakit as ``python -m lorakit
+serve`` on 127.0.0.1 with 2 torch threads. Exact matches count, per scenario, the requests whose
+greedy text is the same on both servers.
+
+    python benchmarks/serve_vs_vllm.py                     # writes results/serve_vs_vllm.{json,md}
+    python benchmarks/serve_vs_vllm.py --requests 2 --scenarios 1 --out /tmp/smoke   # a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SCENARIOS = ("base", "1", "4", "16")
+PREFIX = "Describe this restaurant in one sentence: "  # lorakit.data.recipes.E2E_PROMPT_PREFIX
+
+
+def test_mrs(data_root: Path, count: int) -> list[str]:
+    """The first ``count`` distinct MRs of the E2E test set (the recipe's own reader)."""
+    from lorakit.data import load_dataset
+
+    os.environ.setdefault("LORAKIT_DATA", str(data_root))
+    examples = load_dataset("e2e", "test").examples
+    return [ex.prompt.removeprefix(PREFIX) for ex in examples[:count]]
+
+
+def free_port() -> int:
+    """An ephemeral port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def vllm_python(path: str) -> str | None:
+    """``path`` if that interpreter can import vllm, else None."""
+    if not Path(path).exists():
+        return None
+    probe = subprocess.run([path, "-c", "import vllm"], capture_output=True, timeout=300)
+    return path if probe.returncode == 0 else None
+
+
+def adapter_folder(adapter: Path, copies: int, root: Path) -> list[str]:
+    """``root/e2e`` plus ``copies`` copies ``root/e2e_i`` of the adapter; returns the names."""
+    shutil.copytree(adapter, root / "e2e")
+    names = []
+    for i in range(copies):
+        shutil.copytree(adapter, root / f"e2e_{i}")
+        names.append(f"e2e_{i}")
+    return names
+
+
+def start(kind: str, args, model_path: Path, adapters: Path, names: list[str], port: int, log: Path):
+    """Start one server in its own process group; returns (process, base model id)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    if kind == "lorakit":
+        cmd = [sys.executable, "-m", "lorakit", "serve", args.model, "--adapters", str(adapters),
+               "--host", "127.0.0.1", "--port", str(port), "--dtype", args.lorakit_dtype,
+               "--max-loaded", str(len(names) + 1), "--max-batch", str(args.concurrency)]
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+        base = None  # read from /v1/models
+    else:
+        lora = [f"{n}={adapters / n}" for n in ["e2e", *names]]
+        cmd = [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
+               "--served-model-name", "base", "--host", "127.0.0.1", "--port", str(port),
+               "--dtype", args.vllm_dtype, "--max-model-len", "1024", "--max-num-seqs", str(args.concurrency),
+               "--enable-lora", "--max-loras", str(len(lora)), "--max-lora-rank", "8", "--lora-modules", *lora]
+        env.update(VLLM_CPU_OMP_THREADS_BIND=f"0-{args.threads - 1}", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
+        base = "base"
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + args.start_timeout
+    url = f"http://127.0.0.1:{port}"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} exited with {proc.returncode}; see {log}")
+        try:
+            r = httpx.get(f"{url}/v1/models", timeout=5)
+            if r.status_code == 200:
+                return proc, base or r.json()["data"][0]["id"]
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    stop(proc)
+    raise RuntimeError(f"{kind} did not answer within {args.start_timeout} s; see {log}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End the server's process group (it was started in its own session)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+async def drive(url: str, models: list[str], mrs: list[str], args) -> dict:
+    """``args.requests`` chat requests, ``args.concurrency`` in flight; request i uses models[i % len]."""
+    sem = asyncio.Semaphore(args.concurrency)
+    texts: list[str | None] = [None] * args.requests
+    tokens = [0] * args.requests
+    failed = 0
+
+    async def one(i: int, http: httpx.AsyncClient) -> None:
+        nonlocal failed
+        body = {"model": models[i % len(models)], "max_tokens": args.max_tokens, "temperature": 0.0,
+                "messages": [{"role": "user", "content": PREFIX + mrs[i % len(mrs)]}]}
+        async with sem:
+            r = await http.post("/v1/chat/completions", json=body)
+        if r.status_code != 200:
+            failed += 1
+            return
+        out = r.json()
+        texts[i] = out["choices"][0]["message"]["content"]
+        tokens[i] = out["usage"]["completion_tokens"]
+
+    async with httpx.AsyncClient(base_url=url, timeout=args.request_timeout) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i, http) for i in range(args.requests)))
+        wall = time.perf_counter() - start
+    return {"wall_s": wall, "output_tokens": sum(tokens), "tok_per_s": sum(tokens) / wall, "failed": failed,
+            "texts": texts}
+
+
+def scenario_models(scenario: str, base: str, names: list[str]) -> list[str]:
+    """The model id of each request slot in a scenario."""
+    return [base] if scenario == "base" else ["e2e"] if scenario == "1" else names[:int(scenario)]
+
+
+def run_server(kind: str, args, model_path: Path, adapters: Path, names: list[str], mrs: list[str]) -> dict:
+    """Start ``kind``, warm it up, run every scenario ``args.reps`` times, stop it."""
+    port = free_port()
+    proc, base = start(kind, args, model_path, adapters, names, port, args.out / f"{kind}.log")
+    url = f"http://127.0.0.1:{port}"
+    results = {}
+    try:
+        for scenario in args.scenarios:
+            models = scenario_models(scenario, base, names)
+            warm = argparse.Namespace(**{**vars(args), "requests": min(len(models), args.requests)})
+            asyncio.run(drive(url, models, mrs, warm))  # loads the adapters, warms caches
+            reps = [asyncio.run(drive(url, models, mrs, args)) for _ in range(args.reps)]
+            results[scenario] = {"tok_per_s": statistics.median(r["tok_per_s"] for r in reps),
+                                 "runs_tok_per_s": [round(r["tok_per_s"], 2) for r in reps],
+                                 "failed": sum(r["failed"] for r in reps), "texts": reps[-1]["texts"]}
+            print(f"{kind} {scenario}: {results[scenario]['tok_per_s']:.1f} output tok/s "
+                  f"(runs {results[scenario]['runs_tok_per_s']})", flush=True)
+    finally:
+        stop(proc)
+    return results
+
+
+def write(args, mrs: list[str], runs: dict, vllm_note: str) -> None:
+    """results/serve_vs_vllm.json (texts included) and .md (the table)."""
+    rows = []
+    for scenario in args.scenarios:
+        ours = runs["lorakit"][scenario]
+        row = {"scenario": scenario, "lorakit_tok_s": round(ours["tok_per_s"], 2), "lorakit_failed": ours["failed"]}
+        if "vllm" in runs:
+            theirs = runs["vllm"][scenario]
+            same = sum(a is not None and a == b for a, b in zip(ours["texts"], theirs["texts"], strict=True))
+            row.update(vllm_tok_s=round(theirs["tok_per_s"], 2), vllm_failed=theirs["failed"],
+                       ratio=round(ours["tok_per_s"] / theirs["tok_per_s"], 3),
+                       exact_match=f"{same}/{len(ours['texts'])}")
+        rows.append(row)
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    (args.out / "serve_vs_vllm.json").write_text(json.dumps(
+        {"settings": settings, "mrs": mrs, "vllm": vllm_note, "rows": rows, "runs": runs}, indent=1))
+    cols = list(rows[0])
+    lines = [f"# lorakit serve vs vLLM CPU ({args.model}, {args.requests} chat requests, {args.concurrency} "
+             f"concurrent, max_tokens {args.max_tokens}, greedy; median of {args.reps})", "",
+             "    " + " ".join(sys.argv), "", f"vLLM: {vllm_note}", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    (args.out / "serve_vs_vllm.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run lorakit, then vLLM (when importable), scenario by scenario; write the results."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--adapter", type=Path, default=ROOT / "adapters" / "smollm2" / "e2e")
+    p.add_argument("--data-root", type=Path, default=Path(os.environ.get("LORAKIT_DATA", ROOT.parent / "shared" / "data")))
+    p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    p.add_argument("--requests", type=int, default=64, help="requests per run (cycling over the MRs)")
+    p.add_argument("--mrs", type=int, default=20, help="distinct E2E test MRs")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lorakit-dtype", default="fp32", help="lorakit serve --dtype (fp32 compares like for like)")
+    p.add_argument("--vllm-dtype", default="float32")
+    p.add_argument("--vllm-python", default="/work/vllm-venv/bin/python")
+    p.add_argument("--servers", nargs="+", choices=("lorakit", "vllm"), default=["lorakit", "vllm"])
+    p.add_argument("--start-timeout", type=float, default=900.0)
+    p.add_argument("--request-timeout", type=float, default=1800.0)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "src"))
+    from lorakit.models import resolve_model_path
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    mrs = test_mrs(args.data_root, args.mrs)
+    model_path = resolve_model_path(args.model)
+    vllm_note = "not run (--servers)"
+    if "vllm" in args.servers:
+        found = vllm_python(args.vllm_python)
+        vllm_note = f"{found} (dtype {args.vllm_dtype})" if found else f"skipped: {args.vllm_python} cannot import vllm"
+        if found is None:
+            args.servers = [s for s in args.servers if s != "vllm"]
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        names = adapter_folder(args.adapter, 16, Path(tmp))
+        for kind in args.servers:  # one server at a time
+            runs[kind] = run_server(kind, args, model_path, Path(tmp), names, mrs)
+    write(args, mrs, runs, vllm_note)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
