@@ -1,9 +1,10 @@
-"""The built-in layer kinds beyond ``nn.Linear``: ``nn.Embedding``, ``nn.Conv1d/2d`` and Hugging Face
-GPT-2's ``Conv1D``, registered in :mod:`lorakit.core.registry` when ``lorakit`` is imported.
+"""The built-in layer kinds beyond ``nn.Linear``: ``nn.Embedding``, ``nn.Conv1d/2d``, Hugging Face
+GPT-2's ``Conv1D`` and bitsandbytes' quantized ``Linear4bit`` / ``Linear8bitLt`` (the int8/nf4 bases of
+:mod:`lorakit.models.precision`), registered in :mod:`lorakit.core.registry` when ``lorakit`` is imported.
 
-They live outside the core as any extension would (the quantized kinds of
-:mod:`lorakit.models.precision` do the same): the core keeps the protocol and the linear layer of the
-LoRA equation. ``Conv1D`` is registered by its qualified name, so nothing here imports transformers.
+They live outside the core as any extension would: the core keeps the protocol and the linear layer of
+the LoRA equation. ``Conv1D`` and the bitsandbytes layers are registered by qualified name, so nothing
+here imports transformers or bitsandbytes, and the list of supported types is the same in every process.
 """
 
 from __future__ import annotations
@@ -112,3 +113,32 @@ register(nn.Embedding, EmbeddingKind())
 register(nn.Conv1d, ConvKind("conv1d", F.conv1d))
 register(nn.Conv2d, ConvKind("conv2d", F.conv2d))
 register("transformers.pytorch_utils.Conv1D", HFConv1DKind())
+
+
+class QuantizedLinearKind(LinearKind):
+    """A bitsandbytes quantized Linear: the base path is the quantized module's own forward.
+
+    A and B, the LoRA path and ``ΔW = B·A`` are exactly those of ``nn.Linear`` (in, out features).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def base_forward(self, layer: nn.Module, x: Tensor, bias: bool = True) -> Tensor:
+        """The quantized product ``W0·x`` (dequantized inside bitsandbytes, in its compute type).
+
+        ``bias=False`` (DoRA scales the bias-free product) subtracts the bias bitsandbytes added.
+        """
+        out = layer.base(x)
+        if not bias and layer.base.bias is not None:
+            out = out - layer.base.bias.to(out.dtype)
+        return out
+
+    def probe(self, base: nn.Module, generator: torch.Generator) -> Tensor:
+        """A probe input in the layer's compute type (its packed weight is an integer tensor)."""
+        dtype = getattr(base, "compute_dtype", None) or torch.float32
+        return torch.randn(4, self.features(base)[0], generator=generator).to(base.weight.device, dtype)
+
+
+register("bitsandbytes.nn.modules.Linear4bit", QuantizedLinearKind("linear4bit"))
+register("bitsandbytes.nn.modules.Linear8bitLt", QuantizedLinearKind("linear8bit"))

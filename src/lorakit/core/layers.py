@@ -76,8 +76,8 @@ class LoraLayer(nn.Module):
 
     def delta_weight(self) -> Tensor:
         """What :func:`~lorakit.core.inject.merge` adds to the base weight (float32, its layout)."""
-        weight = self.weight.float()
-        return self.variant.merged(self, weight) - weight
+        weight = self.weight.float() if self.weight.is_floating_point() else None  # None: packed quantized base
+        return self.lora_delta() if weight is None else self.variant.merged(self, weight) - weight
 
     def lora_path(self, x: Tensor, dropout: bool = True) -> Tensor:
         """``s·B·A·dropout(x)`` (see the dtype policy in the module docstring)."""

@@ -14,8 +14,8 @@ Trainable tensors (LoRA factors, a classification head) always stay fp32, so the
 AdamW state are fp32 too (:func:`finish_base_precision`). The LoRA path ``B·A·x`` is computed by the
 LoRA layer and added to the base output in the base's type.
 
-The LoRA layer wraps a quantized layer through the registry: this module registers the two
-bitsandbytes layer types with kinds that differ from ``nn.Linear``'s only in calling the quantized
+The LoRA layer wraps a quantized layer through the registry: :mod:`lorakit.layer_kinds` registers the
+two bitsandbytes layer types with kinds that differ from ``nn.Linear``'s only in calling the quantized
 module for the base path. bitsandbytes is imported only when a model is quantized.
 """
 
@@ -53,35 +53,6 @@ QUANTIZED: tuple[str, ...] = ("int8", "nf4")
 BASE_DTYPES: tuple[str, ...] = (*FLOAT_DTYPES, *QUANTIZED)
 # CPU feature flags (Linux /proc/cpuinfo) that mean bf16 matrix products run in hardware.
 _BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
-class QuantizedLinearKind(registry.LinearKind):
-    """A bitsandbytes quantized Linear: the base path is the quantized module's own forward.
-
-    A and B, the LoRA path and ``ΔW = B·A`` are exactly those of ``nn.Linear`` (in, out features).
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def base_forward(self, layer: nn.Module, x: Tensor, bias: bool = True) -> Tensor:
-        """The quantized product ``W0·x`` (dequantized inside bitsandbytes, in its compute type).
-
-        ``bias=False`` (DoRA scales the bias-free product) subtracts the bias bitsandbytes added.
-        """
-        out = layer.base(x)
-        if not bias and layer.base.bias is not None:
-            out = out - layer.base.bias.to(out.dtype)
-        return out
-
-    def probe(self, base: nn.Module, generator: torch.Generator) -> Tensor:
-        """A probe input in the layer's compute type (its packed weight is an integer tensor)."""
-        dtype = getattr(base, "compute_dtype", None) or torch.float32
-        return torch.randn(4, self.features(base)[0], generator=generator).to(base.weight.device, dtype)
-
-
-registry.register("bitsandbytes.nn.modules.Linear4bit", QuantizedLinearKind("linear4bit"))
-registry.register("bitsandbytes.nn.modules.Linear8bitLt", QuantizedLinearKind("linear8bit"))
 
 
 @functools.cache

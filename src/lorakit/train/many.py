@@ -151,7 +151,7 @@ def _setup(job: Job, shared: dict[str, Any], holder: list[SharedModel], ctx: Dis
     seed_everything(cfg.seed + 1)  # as lorakit train: the init does not depend on the base evaluation
     try:
         extra = make_trainable(model, cfg)
-        from lorakit.core import parameter_report
+        from lorakit.report import parameter_report
 
         report = parameter_report(model)
     finally:
