@@ -58,3 +58,56 @@ def test_no_grad_adds_in_place_and_skips_unadapted_rows():
         got = batched_lora(out, x, [1, -1, 0], adapters)
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(out, expected)  # added in place
+
+
+def test_row_dropout_matches_a_masked_reference_and_its_gradients():
+    from lorakit.batched import RowDropout, rank_groups, shrink_expand
+
+    torch.manual_seed(1)
+    index = [0, 0, 1, 1, 1, -1]
+    adapters, ref_ad = _adapters([4, 4]), _adapters([4, 4])
+    x = torch.randn(6, 5, 6, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    out = torch.randn(6, 5, 5)
+    # rows 0-1: p=0.5 on their first 3 positions (the job's own length); rows 2-4: p=0.25 on all 5
+    masks = (torch.rand(2, 3, 6) > 0.5, torch.rand(3, 5, 6) > 0.25)
+    drop = RowDropout(((0, 2, 3, 0.5), (2, 5, 5, 0.25)), masks)
+    got = shrink_expand(out, x, rank_groups(index, adapters), drop)
+    xd = x2.clone()
+    xd[0:2, :3] = x2[0:2, :3] * masks[0] / 0.5
+    xd[2:5] = x2[2:5] * masks[1] / 0.75
+    ref = _reference(out, xd, index, ref_ad)
+    torch.testing.assert_close(got, ref)
+    w = torch.randn_like(ref)
+    (got * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    for (A, B, _), (A2, B2, _) in zip(adapters, ref_ad, strict=True):
+        torch.testing.assert_close(A.grad, A2.grad)
+        torch.testing.assert_close(B.grad, B2.grad)
+
+
+def test_the_training_path_saves_no_per_row_factors_and_no_float_copy_of_x():
+    # What autograd keeps for backward: x itself, a bool mask, rank-sized h and the stacked factors,
+    # never a gathered/dropped float copy of x nor one copy of A/B per row.
+    from lorakit.batched import RowDropout, rank_groups, shrink_expand
+
+    n, T, d_in, d_out = 16, 32, 64, 48
+    index = [i % 2 for i in range(n)]
+    adapters = _adapters([4, 8], d_in=d_in, d_out=d_out)
+    x = torch.randn(n, T, d_in, requires_grad=True)
+    drop = RowDropout(((0, n, T, 0.1),), (torch.rand(n, T, d_in) > 0.1,))
+    saved: list[torch.Tensor] = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    groups = rank_groups(index, adapters)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        shrink_expand(torch.zeros(n, T, d_out), x, groups, drop)
+    floats = [t for t in saved if t.is_floating_point()]
+    big = [t for t in floats if t.numel() > n * T * 8 and t.data_ptr() != x.data_ptr()]  # h: rows·T·r, r ≤ 8
+    assert not big, [tuple(t.shape) for t in big]  # h (rows, T, r) is the largest float saved besides x
+    assert any(t.data_ptr() == x.data_ptr() for t in saved)
+    assert sum(t.numel() for t in floats if t.data_ptr() != x.data_ptr()) < x.numel() / 2

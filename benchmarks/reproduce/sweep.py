@@ -121,10 +121,18 @@ def run_row(row: Row, timeout: float | None = None) -> dict[str, Any] | None:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             print(f"  failed ({proc.returncode}): {' | '.join(tail)}", flush=True)
             return None
-        print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+        wall = time.perf_counter() - start
+        (row.out / "sweep.json").write_text(json.dumps({"process_wall_s": wall, "command": row.command}))
+        print(f"  done in {wall:.0f} s", flush=True)
         return read_row(row)
     finally:
         (row.out / LOCK).unlink(missing_ok=True)
+
+
+def process_wall(row: Row) -> float | None:
+    """Seconds the row's whole ``lorakit`` process took (start-up and loading included), if recorded."""
+    f = row.out / "sweep.json"
+    return json.loads(f.read_text())["process_wall_s"] if f.is_file() else None
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -3,13 +3,17 @@
 Its meaning is this reference loop, over the adapters ``i`` with rows ``rows_i`` (a per-row index)::
 
     for i in adapters:
-        y[rows_i] += s_i · (x[rows_i] @ A_i.T) @ B_i.T          # shrink to rank r_i, expand back
+        y[rows_i] += s_i · (dropout_i(x[rows_i]) @ A_i.T) @ B_i.T     # shrink to rank r_i, expand back
 
 Adapters are grouped by rank and each group runs as one pair of ``bmm`` over its rows, so a row pays
-exactly its own rank (no padding to the largest) and there is no Python loop over adapters. Built
-from differentiable ops only (stack, index_select, bmm, index_add), so the gradient of a loss reaches
-``A_i`` and ``B_i`` from the rows of adapter ``i`` alone. ``serve/`` (stacked banks, no grad) and
-``train-many`` (one adapter per job) both run through :func:`shrink_expand`.
+exactly its own rank (no padding to the largest) and there is no Python loop over adapters. Without
+gradients (``serve/``) the result is added in place into the base output. With gradients
+(``train-many``) one autograd Function runs all groups and saves only what backward needs, like
+core's single-adapter :mod:`~lorakit.core.lora_linear`: ``x`` itself (the base layer's input, alive
+anyway), a bool dropout mask, each group's small ``h = A·x`` (rows × tokens × r) and the stacked
+factors of each group's adapters (not one copy per row); the gathered and dropped inputs are
+recomputed in backward. ``serve/`` (stacked banks, no grad) and ``train-many`` (one adapter per job)
+both run through :func:`shrink_expand`.
 
 Torch-only, like :mod:`lorakit.core`, but kept beside it rather than in it: core is the single-adapter
 LoRA layer and reads in one sitting (under 1,000 lines); this is the multi-adapter operation that
@@ -19,43 +23,147 @@ LoRA layer and reads in one sitting (under 1,000 lines); this is the multi-adapt
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-# One rank group, operands gathered per row: (rows of the batch or None for all, At (n, in, r), Bt (n, r, out)).
-Group = tuple[Tensor | None, Tensor, Tensor]
+# One rank group: (rows of the batch or None for all, pick or None, At, Bt).
+#   pick None:    At (rows, in, r) and Bt (rows, r, out) are already one per row (serve's cached plans);
+#   pick (rows,): At (m, in, r) and Bt (m, r, out) stack the group's m adapters, pick[k] is row k's.
+# Bt carries the scaling s already (see rank_groups).
+Group = tuple[Tensor | None, Tensor | None, Tensor, Tensor]
 
 
-def shrink_expand(out: Tensor, x: Tensor, groups: Sequence[Group]) -> Tensor:
-    """``out[rows] += (x[rows] @ At) @ Bt`` for each group; ``x (n, T, in)``, ``out (n, T, out)``.
+@dataclass(frozen=True)
+class RowDropout:
+    """Dropout on the LoRA input of some rows: ``x[a:b, :length] · mask / (1 − p)`` per span.
 
-    Adds in place (no temporaries) when no gradient is needed, out of place otherwise, and returns
-    the result. ``Bt`` carries the scaling ``s`` already (see :func:`rank_groups`).
+    ``spans``: ``(a, b, length, p)``; ``masks``: the matching bool keep-masks, ``(b − a, length, in)``.
+    Each span is applied as its own op with its own ``p``, so the rounding is that of a single-adapter
+    layer given those rows alone (``x * mask / (1 - p)``).
     """
-    in_place = not (torch.is_grad_enabled() and (x.requires_grad or any(g[1].requires_grad or g[2].requires_grad
-                                                                         for g in groups)))
-    for rows, At, Bt in groups:
-        xs = x if rows is None else x.index_select(0, rows)
-        if xs.dtype != At.dtype:  # a low-precision activation meets fp32 factors: compute in x's dtype
-            At, Bt = At.to(xs.dtype), Bt.to(xs.dtype)
+
+    spans: tuple[tuple[int, int, int, float], ...]
+    masks: tuple[Tensor, ...]
+
+    def apply(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> Tensor:
+        """A new tensor: ``x (n, T, in)`` with the spans dropped (``masks`` overrides ``self.masks``)."""
+        out = x.clone()
+        for (a, b, length, p), mask in zip(self.spans, self.masks if masks is None else masks, strict=True):
+            out[a:b, :length] = x[a:b, :length] * mask / (1.0 - p)
+        return out
+
+
+def shrink_expand(out: Tensor, x: Tensor, groups: Sequence[Group], drop: RowDropout | None = None) -> Tensor:
+    """``out[rows] += (dropout(x)[rows] @ At) @ Bt`` for each group; ``x (n, T, in)``, ``out (n, T, out)``.
+
+    Adds in place (no temporaries) when no gradient is needed; otherwise returns ``out + y`` with ``y``
+    from :class:`_MixedLora` (the lean autograd path). A low-precision ``x`` meets fp32 factors as in
+    core: the matmuls run in x's dtype on casts of the (small) factors, never on an upcast of ``x``.
+    """
+    if not groups:
+        return out
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(g[2].requires_grad or g[3].requires_grad
+                                                                     for g in groups))
+    if needs_grad:
+        plan = tuple((rows, pick) for rows, pick, _, _ in groups)
+        factors = [t for _, _, At, Bt in groups for t in (At, Bt)]
+        masks = drop.masks if drop is not None else ()
+        y = _MixedLora.apply(x, drop.spans if drop is not None else None, plan, len(masks), *masks, *factors)
+        return out + y.to(out.dtype)
+    xd = x if drop is None else drop.apply(x)
+    for rows, pick, At, Bt in groups:
+        xs = xd if rows is None else xd.index_select(0, rows)
+        At, Bt = _per_row(At, pick, xs.dtype), _per_row(Bt, pick, xs.dtype)
         h = torch.bmm(xs, At)  # shrink: (rows, T, r)
-        if in_place and rows is None and out.dtype == Bt.dtype:
+        if rows is None and out.dtype == Bt.dtype:
             out.baddbmm_(h, Bt)  # expand and add in one kernel
             continue
         y = torch.bmm(h, Bt).to(out.dtype)  # expand: (rows, T, out)
-        which = rows if rows is not None else torch.arange(out.shape[0], device=out.device)
-        out = out.index_add_(0, which, y) if in_place else out.index_add(0, which, y)
+        out.index_add_(0, rows if rows is not None else torch.arange(out.shape[0], device=out.device), y)
     return out
+
+
+def _per_row(stack: Tensor, pick: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """The per-row operand: cast the small stack first, then gather one entry per row."""
+    stack = stack if stack.dtype == dtype else stack.to(dtype)
+    return stack if pick is None else stack.index_select(0, pick)
+
+
+class _MixedLora(torch.autograd.Function):
+    """``y = Σ_groups scatter_rows((dropout(x)[rows] @ At[pick]) @ Bt[pick])``, saving the minimum.
+
+    Inputs after ``x``: the dropout spans (or None), the groups' ``(rows, pick)``, the number of masks,
+    the masks, then ``At, Bt`` of each group. Gradients: ``x`` and every ``At``/``Bt`` stack (summed
+    over the rows that picked each entry, so an adapter's gradient comes from its own rows only).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, spans, plan, n_masks: int, *tensors: Tensor) -> Tensor:
+        masks, factors = tensors[:n_masks], tensors[n_masks:]
+        drop = None if spans is None else RowDropout(spans, tuple(masks))
+        xd = x if drop is None else drop.apply(x)  # a temporary: recomputed in backward
+        y, hs = None, []
+        for g, (rows, pick) in enumerate(plan):
+            At, Bt = _per_row(factors[2 * g], pick, xd.dtype), _per_row(factors[2 * g + 1], pick, xd.dtype)
+            h = torch.bmm(xd if rows is None else xd.index_select(0, rows), At)  # shrink: (rows, T, r)
+            part = torch.bmm(h, Bt)  # expand: (rows, T, out)
+            if rows is None:
+                y = part if y is None else y + part
+            else:
+                y = part.new_zeros(x.shape[0], *part.shape[1:]) if y is None else y
+                y.index_add_(0, rows, part)  # each row is in one group: adding to 0 is exact
+            hs.append(h)
+        ctx.spans, ctx.plan, ctx.n_masks = spans, plan, n_masks
+        ctx.save_for_backward(x, *masks, *hs, *factors)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        saved = ctx.saved_tensors
+        k = ctx.n_masks
+        x, masks, hs, factors = saved[0], saved[1:1 + k], saved[1 + k:1 + k + len(ctx.plan)], saved[1 + k + len(ctx.plan):]
+        drop = None if ctx.spans is None else RowDropout(ctx.spans, tuple(masks))
+        need_x = ctx.needs_input_grad[0]
+        xd = x if drop is None else drop.apply(x)
+        gx = torch.zeros_like(x) if need_x else None
+        grads: list[Tensor | None] = []
+        for g, ((rows, pick), h) in enumerate(zip(ctx.plan, hs, strict=True)):
+            At0, Bt0 = factors[2 * g], factors[2 * g + 1]
+            At, Bt = _per_row(At0, pick, h.dtype), _per_row(Bt0, pick, h.dtype)
+            gs = (grad if rows is None else grad.index_select(0, rows)).to(h.dtype)  # (rows, T, out)
+            gh = torch.bmm(gs, Bt.transpose(1, 2))  # (rows, T, r)
+            xs = xd if rows is None else xd.index_select(0, rows)
+            gA = _per_stack(torch.bmm(xs.transpose(1, 2), gh), pick, At0)  # (m, in, r)
+            gB = _per_stack(torch.bmm(h.transpose(1, 2), gs), pick, Bt0)  # (m, r, out)
+            grads += [gA, gB]
+            if need_x:
+                gxs = torch.bmm(gh, At.transpose(1, 2))  # (rows, T, in)
+                if rows is None:
+                    gx += gxs
+                else:
+                    gx.index_add_(0, rows, gxs)
+        if need_x and drop is not None:
+            gx = drop.apply(gx)  # d(x·mask/(1−p))/dx = mask/(1−p), on the dropped spans only
+        return (gx, None, None, None, *([None] * k), *grads)
+
+
+def _per_stack(per_row: Tensor, pick: Tensor | None, stack: Tensor) -> Tensor:
+    """Sum per-row gradients into the stack's entries (each entry: the rows that picked it)."""
+    per_row = per_row.to(stack.dtype)
+    if pick is None:
+        return per_row
+    return torch.zeros_like(stack).index_add_(0, pick, per_row)
 
 
 def rank_groups(index: Sequence[int], adapters: Sequence[tuple[Tensor, Tensor, float] | None],
                 device: torch.device | str | None = None) -> list[Group]:
-    """Per-row operands for :func:`shrink_expand` from a per-row adapter ``index`` (``-1``: no adapter).
+    """:func:`shrink_expand`'s groups from a per-row adapter ``index`` (``-1``: no adapter).
 
     ``adapters[i]`` is ``(A (r, in), B (out, r), s)`` or None (adapter ``i`` leaves this layer alone).
-    Each rank present gives one group: its adapters' ``Aᵀ`` and ``s·Bᵀ`` are stacked once and gathered
-    per row, both differentiably.
+    Each rank present gives one group: its adapters' ``Aᵀ`` and ``s·Bᵀ`` stacked once (differentiably)
+    and a per-row ``pick`` into the stack.
     """
     by_rank: dict[int, tuple[list[int], list[int]]] = {}
     for row, i in enumerate(index):
@@ -72,7 +180,7 @@ def rank_groups(index: Sequence[int], adapters: Sequence[tuple[Tensor, Tensor, f
         dev = device if device is not None else At.device
         pick = torch.tensor([local[i] for i in ids], device=dev)
         which = None if len(rows) == len(index) else torch.tensor(rows, device=dev)
-        groups.append((which, At.index_select(0, pick), Bt.index_select(0, pick)))
+        groups.append((which, pick, At, Bt))
     return groups
 
 

@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("jobs", metavar="JOBS", help="TOML (or YAML) file: shared model at the top, one [[job]] per adapter")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder; each job writes DIR/<name>/")
     parser.add_argument("--resume", action="store_true", help="continue every job from DIR/<name>/checkpoint")
+    parser.add_argument("--max-rows", type=int, default=None, metavar="N",
+                        help="rows per mixed forward: the jobs' micro-batches run in forwards of at most N rows "
+                             "(whole jobs each); bounds activation memory, same adapters (default: the jobs "
+                             "file's max_rows, else all jobs in one forward)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="one progress bar per job (default: on)")
     one_line_errors(parser)
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     """Train every job; print one line per job."""
     from lorakit.train.many import train_many
 
-    results = train_many(args.jobs, args.out, resume=args.resume, progress=args.progress)
+    results = train_many(args.jobs, args.out, resume=args.resume, progress=args.progress, max_rows=args.max_rows)
     failed = 0
     for name, m in results.items():
         if "error" in m:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lorakit.batched import shrink_expand
+from lorakit.batched import Group, shrink_expand
 from lorakit.core._torch import foreach_copy_, foreach_mul_
 from lorakit.core.layers import adopt_base, base_getattr
 from lorakit.models.precision import activation_dtype
@@ -144,7 +144,7 @@ class _Plan:
     """Gathered operands for one batch composition at one module."""
 
     # (rows or None for all rows, At (n, in, r), Bt (n, r, out)) per rank group present.
-    lora: list[tuple[Tensor | None, Tensor, Tensor]] = field(default_factory=list)
+    lora: list[Group] = field(default_factory=list)
     # Rows whose module is replaced in full (modules_to_save), with stacked Wᵀ (n, in, out) and b (n, 1, out).
     full: tuple[Tensor, Tensor, Tensor | None] | None = None
     # Per-row bias change (bias="lora_only" adapters), shaped (batch, 1, out); None when no row has one.
@@ -235,7 +235,7 @@ class BankLinear(nn.Module):
             group = self.groups[r]
             idx = torch.tensor(locals_, device=dev)
             which = None if len(row_ids) == rows.size else torch.tensor(row_ids, device=dev)
-            plan.lora.append((which, group.At.index_select(0, idx), group.Bt.index_select(0, idx)))
+            plan.lora.append((which, None, group.At.index_select(0, idx), group.Bt.index_select(0, idx)))
         full_rows = [i for i, s in enumerate(rows.slots) if s in self.slot_full]
         if full_rows:
             weights = torch.stack([self.slot_full[rows.slots[i]][0] for i in full_rows])

@@ -9,7 +9,9 @@ and backpropagates the sum of the jobs' losses, each divided by its own number o
 parameters are disjoint, so each one's gradient is exactly its solo gradient. Clipping, AdamW, the
 schedule, evaluation, best-adapter selection and checkpoints are per job, on the model viewed as that
 job alone. A job whose data is bad or whose loss diverges stops with its message; the others go on.
-Finished jobs leave the batch.
+Finished jobs leave the batch. ``max_rows`` splits a step's mixed batch into several forwards of whole
+jobs (activation memory of about ``max_rows`` rows instead of all jobs' rows); with checkpointing the
+recomputed blocks replay each job's rows and dropout stream (``MixedRows.checkpoint_contexts``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from lorakit.train.many_batch import job_losses, merge_batches
 from lorakit.train.many_jobs import check_jobs, job_configs, read_jobs
 from lorakit.train.many_model import SharedModel
 from lorakit.train.many_steps import Job, checkpoint, draw, finish, start, update
+from lorakit.train.memory import enable_checkpointing
 from lorakit.train.objectives import batch_tokens, to_device
 from lorakit.train.outputs import PeakMemory, write_json
 from lorakit.train.runner import (
@@ -53,14 +56,23 @@ JOB_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, NotADirectoryE
 
 
 def train_many(jobs: Mapping[str, TrainConfig] | str | Path, out: str | Path, *, resume: bool = False,
-               progress: bool = True) -> dict[str, dict[str, Any]]:
+               progress: bool = True, max_rows: int | None = None) -> dict[str, dict[str, Any]]:
     """Train every job of ``jobs`` (``{name: TrainConfig}`` or a jobs file) into ``out/<name>/``.
+
+    ``max_rows``: rows per mixed forward (whole jobs per forward; None: every job's micro-batch in one;
+    a jobs file's top-level ``max_rows`` is used when this is None). Smaller forwards bound activation
+    memory; each job's result does not depend on it.
 
     Returns ``{name: metrics}`` (``metrics.json`` of a finished job; ``{"error": ...}`` for a failed
     one; ``{"stopped": "interrupted", ...}`` after SIGTERM) and writes it to ``out/train_many.json``.
     """
     wall = time.perf_counter()
-    jobs = read_jobs(jobs) if isinstance(jobs, str | Path) else dict(jobs)
+    if isinstance(jobs, str | Path):
+        jobs, options = read_jobs(jobs)
+        max_rows = max_rows if max_rows is not None else options.get("max_rows")
+    jobs = dict(jobs)
+    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
+        raise ValueError(f"max_rows must be a positive number of rows, got {max_rows!r}")
     check_jobs(jobs)
     configs = job_configs(jobs, out, resume)
     first = next(iter(configs.values()))
@@ -81,12 +93,14 @@ def train_many(jobs: Mapping[str, TrainConfig] | str | Path, out: str | Path, *,
     if live:
         sm = model_holder[0]
         sm.assemble()
+        if first.checkpointing:  # recomputed blocks must replay each job's rows and dropout stream
+            enable_checkpointing(sm.model, sm.rows.checkpoint_contexts)
         memory.phase("train")
         for job in live:
             _guard(job, lambda job=job: start(job, sm, ctx, progress))
             trackers += [job.loop.tracker] if job.loop is not None and job.loop.tracker is not None else []
         try:
-            _train(runs, sm, ctx, memory, wall)
+            _train(runs, sm, ctx, memory, wall, max_rows)
         finally:
             for job in runs:
                 if job.loop is not None and job.loop.bar is not None:
@@ -165,8 +179,10 @@ def _setup(job: Job, shared: dict[str, Any], holder: list[SharedModel], ctx: Dis
     job.status = "running"
 
 
-def _train(runs: list[Job], sm: SharedModel, ctx: DistContext, memory: PeakMemory, wall: float) -> None:
-    """The mixed loop: every active job's micro-batches in one forward and one backward per micro-step."""
+def _train(runs: list[Job], sm: SharedModel, ctx: DistContext, memory: PeakMemory, wall: float,
+           max_rows: int | None) -> None:
+    """The mixed loop: every active job's micro-batches in one forward and one backward per micro-step
+    (in forwards of at most ``max_rows`` rows when that is set)."""
     from lorakit.data.batches import resolve_pad_id
 
     started = time.perf_counter()
@@ -190,24 +206,49 @@ def _train(runs: list[Job], sm: SharedModel, ctx: DistContext, memory: PeakMemor
             active = [j for j in active if j.status == "running"]
             for k in range(max((len(j.loop.micro) for j in active), default=0)):
                 parts = [(j, j.loop.micro[k]) for j in active if k < len(j.loop.micro)]
-                batch, spans = merge_batches([(j.number, to_device(b, ctx.device)) for j, b in parts], pad_id)
-                sm.rows.set(spans)
-                try:
-                    losses = job_losses(active[0].p.cfg.task, sm.model, batch, spans,
-                                        {j.number: j.p.train.num_labels or 0 for j, _ in parts}
-                                        if active[0].p.cfg.task == "classify" else {})
-                finally:
-                    sm.rows.set([])
-                total = None
-                for (job, b), loss in zip(parts, losses, strict=True):
-                    loss = loss / max(job.loop.terms, 1.0)
-                    job.loop.loss_sum += loss.detach().double().cpu()
-                    job.loop.tokens += batch_tokens(b)
-                    if torch.isfinite(loss):  # a diverged job's NaN must not reach the others' gradients
-                        total = loss if total is None else total + loss
-                if total is not None and total.requires_grad:
-                    total.backward()
+                for chunk in row_chunks(parts, max_rows):  # one mixed batch, or several when capped
+                    _forward_backward(chunk, sm, ctx, pad_id)
             for job in active:
                 _guard(job, lambda job=job: update(job, sm, ctx, memory, wall, started))
 
 
+def row_chunks(parts: list[tuple[Job, dict]], max_rows: int | None) -> list[list[tuple[Job, dict]]]:
+    """Split one micro-step's ``(job, batch)`` parts into mixed batches of at most ``max_rows`` rows.
+
+    Each chunk holds whole jobs (at least one, even one larger than the cap), in job order; None: one
+    chunk. The jobs' losses and parameters are disjoint, so every job's gradient is the same either
+    way; a cap trades the size of one forward (activation memory) for more, smaller forwards.
+    """
+    if max_rows is None:
+        return [parts]
+    chunks: list[list[tuple[Job, dict]]] = [[]]
+    rows = 0
+    for part in parts:
+        n = part[1]["input_ids"].shape[0]
+        if chunks[-1] and rows + n > max_rows:
+            chunks.append([])
+            rows = 0
+        chunks[-1].append(part)
+        rows += n
+    return chunks
+
+
+def _forward_backward(parts: list[tuple[Job, dict]], sm: SharedModel, ctx: DistContext, pad_id: int) -> None:
+    """One mixed forward of ``parts``, each job's loss normalised by its own terms, one backward."""
+    task = parts[0][0].p.cfg.task
+    batch, spans = merge_batches([(j.number, to_device(b, ctx.device)) for j, b in parts], pad_id)
+    sm.rows.set(spans)
+    try:
+        losses = job_losses(task, sm.model, batch, spans,
+                            {j.number: j.p.train.num_labels or 0 for j, _ in parts} if task == "classify" else {})
+    finally:
+        sm.rows.set([])
+    total = None
+    for (job, b), loss in zip(parts, losses, strict=True):
+        loss = loss / max(job.loop.terms, 1.0)
+        job.loop.loss_sum += loss.detach().double().cpu()
+        job.loop.tokens += batch_tokens(b)
+        if torch.isfinite(loss):  # a diverged job's NaN must not reach the others' gradients
+            total = loss if total is None else total + loss
+    if total is not None and total.requires_grad:
+        total.backward()

@@ -34,6 +34,8 @@ from lorakit.train.config import TrainConfig, read_config_file
 SHARED = ("model", "base_dtype", "device", "threads", "checkpointing")
 # Set by train-many itself, never by the file.
 RESERVED = ("out", "resume")
+# Options of the train-many run itself (top level only), not of any job.
+RUN_OPTIONS = ("max_rows",)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -79,16 +81,19 @@ def check_jobs(jobs: Mapping[str, TrainConfig]) -> None:
         if cfg.model is None or cfg.data is None:
             raise ValueError(f"job {name!r}: needs a model (top level) and data")
         unsupported = [opt for opt, on in (("full", cfg.full), ("bitfit", cfg.bitfit), ("dora", cfg.dora),
-                                           ("packing", cfg.packing), ("checkpointing", cfg.checkpointing),
+                                           ("packing", cfg.packing),
                                            (f"init={cfg.init}", cfg.init in ("pissa", "olora"))) if on]
         if unsupported:
             raise ValueError(f"job {name!r}: train-many trains plain LoRA adapters over a shared frozen base; "
                              f"not supported here: {', '.join(unsupported)} (use lorakit train)")
 
 
-def read_jobs(path: str | Path) -> dict[str, TrainConfig]:
-    """Parse and validate a jobs file (TOML, or YAML with the same keys)."""
-    return jobs_from_mapping(read_config_file(path), source=str(path))
+def read_jobs(path: str | Path) -> tuple[dict[str, TrainConfig], dict[str, Any]]:
+    """Parse and validate a jobs file (TOML, or YAML with the same keys): its jobs and its run options
+    (:data:`RUN_OPTIONS` found at the top level)."""
+    raw = dict(read_config_file(path))
+    options = {k: raw.pop(k) for k in list(raw) if str(k).replace("-", "_") in RUN_OPTIONS}
+    return jobs_from_mapping(raw, source=str(path)), {str(k).replace("-", "_"): v for k, v in options.items()}
 
 
 def job_configs(jobs: Mapping[str, TrainConfig], out: str | Path, resume: bool) -> dict[str, TrainConfig]:

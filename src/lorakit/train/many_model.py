@@ -18,14 +18,14 @@ are not per job: use a base without dropout, as lorakit's tiny test models, for 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorakit.batched import rank_groups, shrink_expand
+from lorakit.batched import RowDropout, rank_groups, shrink_expand
 from lorakit.core.inject import SPEC_ATTR, TARGETS_ATTR, lora_layers, replace_submodule
 from lorakit.core.layers import LoraLayer, adopt_base, base_getattr
 from lorakit.core.lora_linear import dropout_mask
@@ -57,6 +57,23 @@ class MixedRows:
         self.spans = spans
         self.index = [s.job for s in spans for _ in range(s.start, s.stop)]
 
+    def checkpoint_contexts(self) -> tuple[AbstractContextManager, AbstractContextManager]:
+        """``context_fn`` of activation checkpointing: a block's recomputation in backward sees the rows
+        and the jobs' RNG states of its forward (so it draws the same dropout masks), and leaves the
+        live ones as they were. Called at the block's forward."""
+        snapshot = (self.spans, self.index, dict(self.rng))  # stream() replaces states, never mutates them
+
+        @contextmanager
+        def replay() -> Iterator[None]:
+            live = (self.spans, self.index, self.rng)
+            self.spans, self.index, self.rng = snapshot[0], snapshot[1], dict(snapshot[2])
+            try:
+                yield
+            finally:
+                self.spans, self.index, self.rng = live
+
+        return nullcontext(), replay()
+
     @contextmanager
     def stream(self, job: int) -> Iterator[None]:
         """Draw from ``job``'s own RNG state (the global one is put back after)."""
@@ -79,22 +96,24 @@ class ManyLinear(nn.Module):
         # job -> its LoraLayer; a plain dict, so the jobs' parameters stay out of this module tree.
         object.__setattr__(self, "jobs", {})
 
-    def _dropped(self, x: Tensor) -> Tensor:
-        """``x`` with each job's LoRA dropout on its own rows and length: the solo mask and the solo op
-        (``x·mask / (1 − p)``, so even a bf16 activation rounds as it does alone)."""
+    def _dropout(self, x: Tensor) -> RowDropout | None:
+        """Each job's LoRA dropout on its own rows and length: the mask its solo run would draw
+        (same shape, from the job's own RNG stream), applied by the solo op ``x·mask / (1 − p)``."""
         if not self.training or not any(layer.dropout > 0 for layer in self.jobs.values()):
-            return x
-        pieces = []
+            return None
+        spans, masks = [], []
         for s in self.rows.spans:
-            part, layer = x[s.start:s.stop], self.jobs.get(s.job)
-            if layer is not None and layer.dropout > 0:
-                own = part[:, :s.length] if part.ndim == 3 else part
-                with self.rows.stream(s.job):
-                    mask = dropout_mask(own, layer.dropout)
-                own = own * mask / (1.0 - layer.dropout)
-                part = own if own.shape == part.shape else torch.cat([own, part[:, s.length:]], dim=1)
-            pieces.append(part)
-        return torch.cat(pieces)
+            layer = self.jobs.get(s.job)
+            if layer is None or layer.dropout <= 0:
+                continue
+            own = x[s.start:s.stop]
+            own = own[:, :s.length] if own.ndim == 3 else own  # a 2-D input has no sequence to trim
+            with self.rows.stream(s.job):
+                mask = dropout_mask(own, layer.dropout)
+            length = s.length if own.ndim == 3 else 1
+            spans.append((s.start, s.stop, length, layer.dropout))
+            masks.append(mask.reshape(s.stop - s.start, length, x.shape[-1]))
+        return RowDropout(tuple(spans), tuple(masks)) if spans else None
 
     def forward(self, x: Tensor) -> Tensor:
         """``W0·x`` for every row, plus ``s_j·B_j·A_j·dropout(x)`` on the rows of each job ``j``."""
@@ -108,8 +127,8 @@ class ManyLinear(nn.Module):
             adapters[j] = (layer.lora_A, layer.effective_B(), layer.scaling)
         index = [j if j < top else -1 for j in self.rows.index]
         groups = rank_groups(index, adapters, x.device)
-        xd = self._dropped(x)
-        y = shrink_expand(out.reshape(n, -1, out.shape[-1]), xd.reshape(n, -1, x.shape[-1]), groups)
+        drop = self._dropout(x)
+        y = shrink_expand(out.reshape(n, -1, out.shape[-1]), x.reshape(n, -1, x.shape[-1]), groups, drop)
         return y.reshape(out.shape)
 
     def __getattr__(self, name: str):

@@ -8,6 +8,7 @@ The third lever, the causal-LM loss without full logits, is :mod:`lorakit.train.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -64,8 +65,12 @@ def _contiguous_inputs(module: nn.Module, args: tuple) -> tuple:
     return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 
 
-def enable_checkpointing(model: nn.Module) -> None:
+def enable_checkpointing(model: nn.Module, context_fn: Callable[[], tuple[Any, Any]] | None = None) -> None:
     """Recompute each transformer block in backward (non-reentrant ``torch.utils.checkpoint``).
+
+    ``context_fn`` is handed to ``torch.utils.checkpoint``: called at each block's forward, it returns
+    the contexts of that forward and of its recomputation (train-many uses it to replay each job's
+    rows and RNG stream; torch itself replays only the global RNG).
 
     Uses the model's own hook (Hugging Face's per-layer checkpointing), which is active in training
     mode only, so evaluation and generation are unchanged. Non-reentrant checkpointing gives exactly
@@ -74,7 +79,9 @@ def enable_checkpointing(model: nn.Module) -> None:
     """
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ValueError(f"--checkpointing: {type(model).__name__} has no activation-checkpointing hook")
-    kwargs = {"use_reentrant": False}
+    kwargs: dict[str, Any] = {"use_reentrant": False}
+    if context_fn is not None:
+        kwargs["context_fn"] = context_fn
     enable = getattr(model, "activation_checkpointing_enable", None)
     if enable is not None:  # transformers >= 5.x
         enable(activation_checkpointing_kwargs=kwargs)

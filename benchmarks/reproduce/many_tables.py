@@ -1,0 +1,119 @@
+"""Table 6 (the rank sweep) and Table 2's three SST-2 seeds, each as ONE ``lorakit train-many`` run.
+
+The same rows are also run as separate ``lorakit train`` processes, one after another (what a sweep did
+before train-many), and the two are compared: wall time of the whole work, peak memory, and the test
+accuracy of each adapter (not bit-equal: minilm's own dropout layers draw from one RNG in train-many,
+see ``train/many_model.py``, so each job is an equally valid run with a different base-dropout stream).
+
+- Table 6: SST-2, LoRA q,v, r = 1, 2, 4, 8, 64 (alpha = 2r), seed 0.
+- Table 2: SST-2, LoRA q,v r=8, seeds 0, 1, 2.
+
+Both at Table 2's budget (120 steps of batch 32, one evaluation at the end, test split), bf16 base,
+2 torch threads. Solo rows are cached in runs/reproduce/ (``sweep.py``; the seed rows are
+``precision.py``'s bf16 rows); a train-many run is cached by its ``train_many.json``.
+
+    python benchmarks/reproduce/many_tables.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, markdown_table, write_results  # noqa: E402
+from precision import SST2, sst2_row  # noqa: E402
+from sweep import RUNS, Row, main_metric, process_wall, run_row  # noqa: E402
+
+DTYPE = "bf16"
+RANKS = (1, 2, 4, 8, 64)
+SEEDS = (0, 1, 2)
+
+
+def solo_rank_row(rank: int) -> Row:
+    """SST-2 q,v at ``rank`` (alpha 2r), seed 0; r=8 is the seed-0 row of the seeds table."""
+    if rank == 8:
+        return sst2_row(DTYPE, 0)
+    return Row(f"prec-sst2-qv-r{rank}-{DTYPE}-s0-n120", ("minilm", "sst2", *SST2, "--rank", str(rank), "--alpha",
+                                                          str(2 * rank), "--seed", "0", "--base-dtype", DTYPE),
+               {"rank": rank})
+
+
+def jobs_toml(jobs: list[dict]) -> str:
+    """A jobs file with the solo rows' options at the top level (targets, steps, evaluation, dtype)."""
+    top = {"model": "minilm", "targets": ["qv"], "max_steps": 120, "eval_every": 0, "base_eval": False,
+           "test_split": "test", "threads": 2, "base_dtype": DTYPE, "data": "sst2"}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in top.items()]
+    for job in jobs:
+        lines += ["[[job]]"] + [f"{k} = {json.dumps(v)}" for k, v in job.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_many(key: str, jobs: list[dict]) -> dict:
+    """One train-many process (cached by its train_many.json); its wall time and summary."""
+    out = RUNS / key
+    summary = out / "train_many.json"
+    timing = out / "sweep.json"
+    if not (summary.is_file() and timing.is_file()):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "jobs.toml").write_text(jobs_toml(jobs))
+        cmd = [sys.executable, "-m", "lorakit", "train-many", str(out / "jobs.toml"), "--out", str(out), "--no-progress"]
+        print(f"[{time.strftime('%H:%M:%S')}] lorakit train-many runs/reproduce/{key}/jobs.toml --out runs/reproduce/{key}",
+              flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        (out / "sweep.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise SystemExit(f"train-many failed ({proc.returncode}): {proc.stderr[-800:]}")
+        timing.write_text(json.dumps({"process_wall_s": wall}))
+    return {"summary": json.loads(summary.read_text()), "wall_s": json.loads(timing.read_text())["process_wall_s"],
+            "command": f"lorakit train-many runs/reproduce/{key}/jobs.toml --out runs/reproduce/{key}"}
+
+
+def compare(name: str, labels: list[str], solo: list[Row], many_key: str, jobs: list[dict]) -> dict:
+    """Run both ways; one line per job plus the totals."""
+    solo_results = [run_row(r) for r in solo]
+    if any(r is None for r in solo_results):
+        raise SystemExit(f"{name}: a solo row failed (see its sweep.log)")
+    many = run_many(many_key, jobs)
+    lines = []
+    for label, row, result, job in zip(labels, solo, solo_results, jobs, strict=True):
+        m = many["summary"]["jobs"][job["name"]]
+        lines.append({"table": name, "job": label, "solo_accuracy": main_metric(result),
+                      "many_accuracy": main_metric(m), "solo_process_s": process_wall(row),
+                      "solo_peak_mb": result["peak_memory_mb"]})
+    solo_wall = sum(process_wall(r) for r in solo)
+    total = {"table": name, "jobs": len(jobs), "sequential_wall_s": solo_wall, "train_many_wall_s": many["wall_s"],
+             "ratio": many["wall_s"] / solo_wall, "sequential_peak_mb": max(r["peak_memory_mb"] for r in solo_results),
+             "train_many_peak_mb": many["summary"]["peak_memory_mb"], "train_many_command": many["command"],
+             "solo_commands": [r.command for r in solo]}
+    return {"lines": lines, "total": total}
+
+
+def main() -> None:
+    """Both tables, both ways; results/many_tables.{json,md}."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.parse_args()
+    rank = compare("6 (rank)", [f"r={r}" for r in RANKS], [solo_rank_row(r) for r in RANKS],
+                   f"many-sst2-ranks-{DTYPE}-n120",
+                   [{"name": f"r{r}", "rank": r, "alpha": 2 * r, "seed": 0} for r in RANKS])
+    seeds = compare("2 (seeds)", [f"seed {s}" for s in SEEDS], [sst2_row(DTYPE, s) for s in SEEDS],
+                    f"many-sst2-seeds-{DTYPE}-n120", [{"name": f"s{s}", "rank": 8, "seed": s} for s in SEEDS])
+    lines, totals = rank["lines"] + seeds["lines"], [rank["total"], seeds["total"]]
+    md = ("# Table 6 and Table 2's SST-2 seeds as one train-many run each, vs separate lorakit train runs\n\n"
+          "minilm, SST-2, LoRA q,v, 120 steps of batch 32, bf16 base, 2 torch threads, one process at a time; "
+          "test accuracy in %; wall = whole processes (start-up, loading, training, evaluation).\n\n"
+          + markdown_table(totals, ["table", "jobs", "sequential_wall_s", "train_many_wall_s", "ratio",
+                                    "sequential_peak_mb", "train_many_peak_mb"])
+          + "\n" + markdown_table(lines, ["table", "job", "solo_accuracy", "many_accuracy", "solo_process_s"]))
+    for path in write_results("many_tables", {"machine": machine(), "totals": totals, "jobs": lines}, md):
+        print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
