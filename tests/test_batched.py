@@ -20,6 +20,18 @@ def _reference(out, x, index, adapters):
     return y
 
 
+def _assert_same_values_and_grads(got, ref, xs, got_ad, ref_ad):
+    """Equal outputs, and equal gradients of a random projection of them for x and every A and B."""
+    torch.testing.assert_close(got, ref)
+    w = torch.randn_like(ref)
+    (got * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(xs[0].grad, xs[1].grad)
+    for (A, B, _), (A2, B2, _) in zip(got_ad, ref_ad, strict=True):
+        torch.testing.assert_close(A.grad, A2.grad)
+        torch.testing.assert_close(B.grad, B2.grad)
+
+
 def test_batched_lora_matches_the_reference_loop_and_its_gradients():
     torch.manual_seed(0)
     ranks = [4, 8, 4, 2]  # two adapters share rank 4: one group, gathered per row
@@ -30,14 +42,7 @@ def test_batched_lora_matches_the_reference_loop_and_its_gradients():
     x2 = x.detach().clone().requires_grad_(True)
     got = batched_lora(out, x, index, got_ad)
     ref = _reference(out, x2, index, ref_ad)
-    torch.testing.assert_close(got, ref)
-    w = torch.randn_like(ref)
-    (got * w).sum().backward()
-    (ref * w).sum().backward()
-    torch.testing.assert_close(x.grad, x2.grad)
-    for (A, B, _), (A2, B2, _) in zip(got_ad, ref_ad, strict=True):
-        torch.testing.assert_close(A.grad, A2.grad)
-        torch.testing.assert_close(B.grad, B2.grad)
+    _assert_same_values_and_grads(got, ref, (x, x2), got_ad, ref_ad)
 
 
 def test_an_adapter_gets_gradient_from_its_own_rows_only():
@@ -77,14 +82,7 @@ def test_row_dropout_matches_a_masked_reference_and_its_gradients():
     xd[0:2, :3] = x2[0:2, :3] * masks[0] / 0.5
     xd[2:5] = x2[2:5] * masks[1] / 0.75
     ref = _reference(out, xd, index, ref_ad)
-    torch.testing.assert_close(got, ref)
-    w = torch.randn_like(ref)
-    (got * w).sum().backward()
-    (ref * w).sum().backward()
-    torch.testing.assert_close(x.grad, x2.grad)
-    for (A, B, _), (A2, B2, _) in zip(adapters, ref_ad, strict=True):
-        torch.testing.assert_close(A.grad, A2.grad)
-        torch.testing.assert_close(B.grad, B2.grad)
+    _assert_same_values_and_grads(got, ref, (x, x2), adapters, ref_ad)
 
 
 def test_the_training_path_saves_no_per_row_factors_and_no_float_copy_of_x():

@@ -43,11 +43,13 @@ def base_row(eval_limit: int, threads: int) -> Row:
     return Row(f"nlg-e2e-base-l{eval_limit}", args, {"method": "base (zero-shot)"}, verb="eval")
 
 
-def train_rows(steps: int, eval_limit: int, threads: int) -> list[Row]:
-    """One training row per method."""
-    common = ("--batch-size", "8", "--max-steps", str(steps), "--eval-every", "0", "--no-base-eval",
+def train_rows(steps: int, eval_limit: int, threads: int, epochs: float | None = None) -> list[Row]:
+    """One training row per method: ``steps`` optimizer steps, or ``epochs`` passes over the training pairs."""
+    budget = ("--epochs", f"{epochs:g}") if epochs else ("--max-steps", str(steps))
+    common = ("--batch-size", "8", *budget, "--eval-every", "0", "--no-base-eval",
               "--eval-limit", str(eval_limit), "--eval-batch-size", "50", "--threads", str(threads), "--seed", "0")
-    return [Row(f"nlg-e2e-{method}-n{steps}-l{eval_limit}", ("smollm2", "e2e", *extra, *common), {"method": method})
+    tag = f"e{epochs:g}" if epochs else f"n{steps}"
+    return [Row(f"nlg-e2e-{method}-{tag}-l{eval_limit}", ("smollm2", "e2e", *extra, *common), {"method": method})
             for method, extra in METHODS.items()]
 
 
@@ -60,7 +62,8 @@ def summarise(row: Row, result: dict) -> dict:
     if row.verb == "train":
         line.update({
             "trainable_params": result["trainable_params"], "trainable_percent": result["trainable_percent"],
-            "steps": result["step"], "train_minutes": result["train_seconds"] / 60,
+            "steps": result["step"], "base_dtype": result.get("base_dtype", "fp32"),
+            "train_minutes": result["train_seconds"] / 60,
             "tokens_per_s": result["tokens_per_second"], "peak_memory_mb": result["peak_memory_mb"],
             "saved_mb": saved_bytes(result) / 2**20,
         })
@@ -73,6 +76,8 @@ def main() -> None:
     """Run (or read) every row, then write results/nlg.{json,md}."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--epochs", type=float, default=None, help="train this many epochs instead of --steps")
+    parser.add_argument("--name", default="nlg", help="results/<name>.{json,md}")
     parser.add_argument("--eval-limit", type=int, default=100, help="test MRs scored (630 in all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--methods", default="base," + ",".join(METHODS), help="subset of rows to run")
@@ -80,19 +85,22 @@ def main() -> None:
     args = parser.parse_args()
     wanted = args.methods.split(",")
     rows = ([base_row(args.eval_limit, args.threads)] if "base" in wanted else [])
-    rows += [r for r in train_rows(args.steps, args.eval_limit, args.threads) if r.labels["method"] in wanted]
+    rows += [r for r in train_rows(args.steps, args.eval_limit, args.threads, args.epochs)
+             if r.labels["method"] in wanted]
     table = []
     for row in rows:
         result = run_row(row, args.timeout)
         if result is not None:
             table.append(summarise(row, result))
     payload = {"machine": machine(), "rows_done": len(table), "rows_total": len(rows), "steps": args.steps,
-               "eval_limit": args.eval_limit, "table": table}
-    md = (f"# Table 3 analogue: smollm2 on E2E, {args.steps} steps of batch 8, first {args.eval_limit} test MRs\n\n"
+               "epochs": args.epochs, "eval_limit": args.eval_limit, "table": table}
+    budget = f"{args.epochs:g} epoch(s)" if args.epochs else f"{args.steps} steps"
+    md = (f"# Table 3 analogue: smollm2 on E2E, {budget} of batch 8, first {args.eval_limit} test MRs\n\n"
           f"{len(table)}/{len(rows)} rows finished. Scores against all references of each MR (greedy decoding).\n\n"
-          + markdown_table(table, ["method", "trainable_params", "trainable_percent", *METRICS, "train_minutes",
+          + markdown_table(table, ["method", "trainable_params", "trainable_percent", *METRICS, "steps", "base_dtype",
+                                   "train_minutes",
                                    "tokens_per_s", "peak_memory_mb", "saved_mb"]))
-    for path in write_results("nlg", payload, md):
+    for path in write_results(args.name, payload, md):
         print("wrote", path)
 
 
