@@ -74,7 +74,7 @@ def rng_tensors() -> dict[str, torch.Tensor]:
     return out
 
 
-def _set_rng_tensors(states: dict[str, torch.Tensor]) -> None:
+def set_rng_tensors(states: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(states["cpu"])
     cuda = [states[k] for k in sorted(states) if k.startswith("cuda")]
     if cuda and torch.cuda.is_available():
@@ -232,7 +232,7 @@ def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
     mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     if not mine:
         raise ValueError(f"{folder}: no RNG state for rank {rank} (was it written with fewer processes?)")
-    _set_rng_tensors(mine)
+    set_rng_tensors(mine)
     return TrainState(**meta["state"])
 
 

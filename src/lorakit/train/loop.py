@@ -12,12 +12,9 @@ finishes the current step, writes a checkpoint and returns cleanly.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,9 +41,16 @@ from lorakit.train.objectives import batch_tokens, loss_terms, summed_loss, to_d
 from lorakit.train.outputs import peak_memory_mb
 from lorakit.train.sampling import ExampleStream, example_length
 from lorakit.train.schedule import Schedule
+from lorakit.train.step_parts import (
+    LOG_FILE,
+    StopFlag,
+    append_log,
+    clip_gradients,
+    patience_spent,
+    truncate_log,
+)
 from lorakit.train.trackers import Trackers
 
-LOG_FILE = "log.jsonl"
 BEST = "best"
 
 
@@ -88,42 +92,6 @@ def intervals(cfg: TrainConfig, total_steps: int) -> tuple[int, int]:
     eval_every = -(-total_steps // 4) if cfg.eval_every is None else cfg.eval_every
     ckpt_every = cfg.checkpoint_every or eval_every or max(total_steps // 4, 1)
     return eval_every, ckpt_every
-
-
-class _StopFlag:
-    """Set by SIGTERM; the loop polls it between steps."""
-
-    def __init__(self) -> None:
-        self.set = False
-        self._previous: Any = None
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.set = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def _append_log(out_dir: Path | None, ctx: DistContext, record: dict[str, Any], tracker: Any = None) -> None:
-    if out_dir is not None and ctx.is_main:
-        with open(out_dir / LOG_FILE, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-    if tracker is not None and ctx.is_main:  # TensorBoard / MLflow get the same records (trackers.py)
-        tracker.log(record)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (a killed run may have logged steps its checkpoint lacks)."""
-    if path.is_file():
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines()
-                 if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -182,7 +150,7 @@ def train_loop(
     if found is not None:
         state = load_checkpoint(found, model, optimizer, ctx.rank)
         if ctx.is_main:
-            _truncate_log(out / LOG_FILE, state.step)
+            truncate_log(out / LOG_FILE, state.step)
     elif out is not None and ctx.is_main:
         if resume:
             print(f"note: no checkpoint in {out}; starting from step 0", file=sys.stderr)
@@ -202,7 +170,7 @@ def train_loop(
         if ctx.is_main:
             metrics = evaluate(model)
             state.last_eval = metrics
-            _append_log(out, ctx, {"step": state.step, "eval": metrics}, tracker)
+            append_log(out, ctx, {"step": state.step, "eval": metrics}, tracker)
             value = metrics.get(selection.metric, float("nan"))
             if selection.better(value, state.best_metric):
                 state.best_metric, state.best_step, state.best_eval = value, state.step, metrics
@@ -225,7 +193,7 @@ def train_loop(
     seconds_before = state.train_seconds
     model.train()
     stopped, early_stopped = "done", False
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         while state.step < total_steps:
             rows = ctx.shard(stream.take(state.examples_seen, cfg.batch_size))
             size = len(rows) // cfg.grad_accum
@@ -252,7 +220,7 @@ def train_loop(
             totals = torch.tensor([loss_sum.item(), float(tokens)], dtype=torch.float64, device=ctx.device)
             ctx.all_reduce_(totals)
             step_loss, step_tokens = totals[0].item(), int(totals[1].item())
-            norm = _clip(params, cfg.max_grad_norm)
+            norm = clip_gradients(params, cfg.max_grad_norm)
             if math.isfinite(step_loss) and math.isfinite(norm):
                 optimizer.step()
                 state.bad_in_a_row = 0
@@ -264,7 +232,7 @@ def train_loop(
             else:
                 state.bad_in_a_row += 1
                 state.skipped_steps += 1
-                _append_log(out, ctx, {"step": state.step + 1, "skipped": True, "loss": str(step_loss)}, tracker)
+                append_log(out, ctx, {"step": state.step + 1, "skipped": True, "loss": str(step_loss)}, tracker)
             optimizer.zero_grad(set_to_none=True)
             if state.bad_in_a_row >= cfg.max_bad_steps:
                 raise TrainingAborted(f"{state.bad_in_a_row} non-finite losses in a row at step {state.step + 1}; "
@@ -281,7 +249,7 @@ def train_loop(
                 bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{speed:.0f}")
             if state.step % cfg.log_every == 0 or state.step == total_steps:
                 finite = [v for v in window if math.isfinite(v)]
-                _append_log(out, ctx, {
+                append_log(out, ctx, {
                     "step": state.step, "epoch": round(stream.epoch_of(state.examples_seen), 4),
                     "loss": sum(finite) / max(len(finite), 1), "lr": schedule(state.step - 1),
                     "grad_norm": norm, "tokens_per_s": speed,
@@ -294,7 +262,7 @@ def train_loop(
             checkpointed = state.step % ckpt_every == 0 or state.step == total_steps
             if checkpointed:
                 do_checkpoint()
-            if evaluated and _patience_spent(cfg, state, ctx):
+            if evaluated and patience_spent(cfg, state, ctx):
                 if not checkpointed:
                     do_checkpoint()
                 early_stopped = True
@@ -305,25 +273,6 @@ def train_loop(
     has_best = best_path is not None and best_path.is_file()
     speed = tokens_here / max(seconds - eval_seconds[0], 1e-9)
     return LoopResult(state, stopped, seconds, speed, best_path if has_best else None, early_stopped)
-
-
-def _patience_spent(cfg: TrainConfig, state: TrainState, ctx: DistContext) -> bool:
-    """Early stopping: the main process's count of evaluations without improvement, agreed by all."""
-    patience = cfg.early_stopping_patience
-    if not patience:
-        return False
-    flag = torch.tensor([float(ctx.is_main and state.evals_since_best >= patience)], device=ctx.device)
-    return bool(ctx.all_reduce_(flag).item() > 0)
-
-
-def _clip(params: list[nn.Parameter], max_norm: float) -> float:
-    """Clip in place (when ``max_norm`` > 0) and return the total gradient norm."""
-    grads = [p for p in params if p.grad is not None]
-    if not grads:
-        return 0.0
-    if max_norm > 0:
-        return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in grads])))
 
 
 def _progress(cfg: TrainConfig, ctx: DistContext, total: int, initial: int):

@@ -24,15 +24,10 @@ from typing import Any
 
 import torch
 
-from lorakit.train.checkpoint import (
-    rng_tensors,
-)
+from lorakit.train.checkpoint import rng_tensors
 from lorakit.train.config import TrainConfig
 from lorakit.train.distributed import DistContext, init_distributed
-from lorakit.train.loop import (
-    TrainingAborted,
-    _StopFlag,
-)
+from lorakit.train.loop import TrainingAborted
 from lorakit.train.many_batch import job_losses, merge_batches
 from lorakit.train.many_jobs import check_jobs, job_configs, read_jobs
 from lorakit.train.many_model import SharedModel
@@ -48,6 +43,7 @@ from lorakit.train.runner import (
     prepare,
     seed_everything,
 )
+from lorakit.train.step_parts import StopFlag
 
 SUMMARY_FILE = "train_many.json"
 # What stops one job and not the others: its data, its options, its divergence.
@@ -191,7 +187,7 @@ def _train(runs: list[Job], sm: SharedModel, ctx: DistContext, memory: PeakMemor
         if job.status == "running" and job.state.step >= job.loop.total_steps:
             _guard(job, lambda job=job: finish(job, sm, ctx, memory, wall, started))
     sm.model.train()
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         while True:
             active = [j for j in runs if j.status == "running"]
             if not active:

@@ -30,8 +30,7 @@ from lorakit.core.inject import SPEC_ATTR, TARGETS_ATTR, lora_layers, replace_su
 from lorakit.core.layers import LoraLayer, adopt_base, base_getattr
 from lorakit.core.lora_linear import dropout_mask
 from lorakit.core.variants import LORA
-from lorakit.train.checkpoint import _set_rng_tensors as set_rng_tensors
-from lorakit.train.checkpoint import rng_tensors
+from lorakit.train.checkpoint import rng_tensors, set_rng_tensors
 
 
 @dataclass

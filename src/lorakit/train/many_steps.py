@@ -29,24 +29,14 @@ from lorakit.train.checkpoint import (
 )
 from lorakit.train.config import TrainConfig
 from lorakit.train.distributed import DistContext
-from lorakit.train.loop import (
-    BEST,
-    LOG_FILE,
-    LoopResult,
-    TrainingAborted,
-    _append_log,
-    _clip,
-    _patience_spent,
-    _truncate_log,
-    intervals,
-    make_optimizer,
-)
+from lorakit.train.loop import BEST, LoopResult, TrainingAborted, intervals, make_optimizer
 from lorakit.train.many_model import SharedModel
 from lorakit.train.objectives import loss_terms
 from lorakit.train.outputs import PeakMemory, peak_memory_mb
 from lorakit.train.runner import Prepared, finish_run, selection_eval, total_steps_for
 from lorakit.train.sampling import ExampleStream, example_length
 from lorakit.train.schedule import Schedule
+from lorakit.train.step_parts import LOG_FILE, append_log, clip_gradients, patience_spent, truncate_log
 
 
 @dataclass
@@ -108,7 +98,7 @@ def start(job: Job, sm: SharedModel, ctx: DistContext, progress: bool) -> None:
         if found is not None:
             job.state = load_checkpoint(found, model, optimizer)
             sm.rows.rng[job.number] = rng_tensors()  # the job's dropout stream continues where it stopped
-            _truncate_log(out / LOG_FILE, job.state.step)
+            truncate_log(out / LOG_FILE, job.state.step)
         else:
             if cfg.resume:
                 print(f"note: no checkpoint in {out}; job {job.name!r} starts from step 0", file=sys.stderr)
@@ -146,7 +136,7 @@ def update(job: Job, sm: SharedModel, ctx: DistContext, memory: PeakMemory, wall
     """Clip, step, log, evaluate and checkpoint one job (train_loop's step tail, per job)."""
     loop, cfg, state, out = job.loop, job.p.cfg, job.state, Path(job.p.cfg.out)
     step_loss = loop.loss_sum.item()
-    norm = _clip(loop.params, cfg.max_grad_norm)
+    norm = clip_gradients(loop.params, cfg.max_grad_norm)
     try:
         if math.isfinite(step_loss) and math.isfinite(norm):
             loop.optimizer.step()
@@ -157,7 +147,7 @@ def update(job: Job, sm: SharedModel, ctx: DistContext, memory: PeakMemory, wall
         else:
             state.bad_in_a_row += 1
             state.skipped_steps += 1
-            _append_log(out, ctx, {"step": state.step + 1, "skipped": True, "loss": str(step_loss)}, loop.tracker)
+            append_log(out, ctx, {"step": state.step + 1, "skipped": True, "loss": str(step_loss)}, loop.tracker)
         if state.bad_in_a_row >= cfg.max_bad_steps:
             raise TrainingAborted(f"{state.bad_in_a_row} non-finite losses in a row at step {state.step + 1}; "
                                   f"try a lower --lr")
@@ -174,7 +164,7 @@ def update(job: Job, sm: SharedModel, ctx: DistContext, memory: PeakMemory, wall
         loop.bar.set_postfix(loss=f"{step_loss:.4f}")
     if state.step % cfg.log_every == 0 or state.step == loop.total_steps:
         finite = [v for v in job.window if math.isfinite(v)]
-        _append_log(out, ctx, {
+        append_log(out, ctx, {
             "step": state.step, "epoch": round(loop.stream.epoch_of(state.examples_seen), 4),
             "loss": sum(finite) / max(len(finite), 1), "lr": loop.schedule(state.step - 1), "grad_norm": norm,
             "tokens_per_s": job.tokens_here / max(elapsed - job.eval_seconds, 1e-9),
@@ -187,7 +177,7 @@ def update(job: Job, sm: SharedModel, ctx: DistContext, memory: PeakMemory, wall
     checkpointed = state.step % loop.ckpt_every == 0 or state.step == loop.total_steps
     if checkpointed:
         checkpoint(job, sm, started)
-    if evaluated and _patience_spent(cfg, state, ctx):
+    if evaluated and patience_spent(cfg, state, ctx):
         if not checkpointed:
             checkpoint(job, sm, started)
         job.early_stopped = True
@@ -202,7 +192,7 @@ def _evaluate(job: Job, sm: SharedModel, ctx: DistContext) -> None:
     with sm.view(job.number) as model:
         metrics = loop.evaluate(model)
         state.last_eval = metrics
-        _append_log(out, ctx, {"step": state.step, "eval": metrics}, loop.tracker)
+        append_log(out, ctx, {"step": state.step, "eval": metrics}, loop.tracker)
         value = metrics.get(loop.selection.metric, float("nan"))
         if loop.selection.better(value, state.best_metric):
             state.best_metric, state.best_step, state.best_eval = value, state.step, metrics
