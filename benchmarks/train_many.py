@@ -3,9 +3,9 @@
 For each N (``--jobs 1 4 8``) the same N jobs (mixed ranks 4–64, cycling over the data sets of
 ``--suite``) are trained three ways, each process fresh:
 
-- ``train-many``: one ``lorakit train-many`` process, all N jobs in one mixed batch;
-- ``train-many-capped``: the same with ``--max-rows`` = one job's batch (``--batch-size``), so each
-  forward holds about one job's rows (activation memory of one job, the base and data shared);
+- ``train-many``: one ``lorakit train-many --max-rows all`` process, all N jobs in one mixed batch;
+- ``train-many-capped``: the same with ``--max-rows`` = one job's batch (``--batch-size``; what
+  ``auto``, the default, picks on a CPU), so each forward holds one job's rows;
 - ``sequential``: N ``lorakit train`` processes one after another (wall: their sum);
 - ``concurrent``: N ``lorakit train`` processes at once, 1 torch thread each (wall: until the last ends).
 
@@ -84,7 +84,7 @@ def run_many(model: str, jobs: list[dict], args: argparse.Namespace, tmp: Path, 
     jobs_file = tmp / "jobs.toml"
     jobs_file.write_text("\n".join(lines) + "\n")
     report = tmp / "many.json"
-    cap = ["--max-rows", str(max_rows)] if max_rows else []
+    cap = ["--max-rows", str(max_rows) if max_rows else "all"]
     started = time.perf_counter()
     subprocess.run(_worker_cmd(["train-many", str(jobs_file), "--out", str(tmp / "many"), "--no-progress", *cap],
                                report), check=True, stdout=subprocess.DEVNULL)

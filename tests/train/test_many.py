@@ -29,7 +29,8 @@ def _adapter(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "adapter" / "adapter_model.safetensors"))
 
 
-def _assert_parity(model: Path, jobs: dict[str, dict], root: Path, max_rows: int | None = None) -> None:
+def _assert_parity(model: Path, jobs: dict[str, dict], root: Path, max_rows: int | str = "all") -> None:
+    """Every job of one train-many run (by default all jobs in one mixed forward) equals its solo run."""
     cfgs = {n: TrainConfig.from_mapping({**COMMON, "model": str(model), **j}) for n, j in jobs.items()}
     results = train_many(cfgs, root / "many", progress=False, max_rows=max_rows)
     assert all("error" not in m for m in results.values()), results
@@ -85,11 +86,17 @@ def test_capped_forwards_give_the_same_adapters(tiny_dirs, tmp_path: Path) -> No
 
 
 def test_row_chunks_keep_whole_jobs_in_order() -> None:
-    from lorakit.train.many import row_chunks
+    from lorakit.train.many import resolve_max_rows, row_chunks
 
     parts = [(name, {"input_ids": torch.zeros(n, 3)}) for name, n in (("a", 8), ("b", 4), ("c", 4), ("d", 16))]
     assert [[p[0] for p in c] for c in row_chunks(parts, 8)] == [["a"], ["b", "c"], ["d"]]
     assert [[p[0] for p in c] for c in row_chunks(parts, None)] == [["a", "b", "c", "d"]]
+    cfgs = [TrainConfig(batch_size=32), TrainConfig(batch_size=64, grad_accum=4)]
+    assert resolve_max_rows("auto", torch.device("cpu"), cfgs) == 32  # the largest micro-batch
+    assert resolve_max_rows(None, torch.device("cpu"), cfgs) == 32
+    assert resolve_max_rows("auto", torch.device("cuda"), cfgs) is None and resolve_max_rows("all", None, cfgs) is None
+    with pytest.raises(ValueError, match="positive number of rows, 'auto' or 'all'"):
+        resolve_max_rows(0, torch.device("cpu"), cfgs)
 
 
 def test_jobs_file_errors_name_the_job() -> None:

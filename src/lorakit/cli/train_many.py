@@ -37,13 +37,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("jobs", metavar="JOBS", help="TOML (or YAML) file: shared model at the top, one [[job]] per adapter")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder; each job writes DIR/<name>/")
     parser.add_argument("--resume", action="store_true", help="continue every job from DIR/<name>/checkpoint")
-    parser.add_argument("--max-rows", type=int, default=None, metavar="N",
-                        help="rows per mixed forward: the jobs' micro-batches run in forwards of at most N rows "
-                             "(whole jobs each); bounds activation memory, same adapters (default: the jobs "
-                             "file's max_rows, else all jobs in one forward)")
+    parser.add_argument("--max-rows", type=_max_rows, default=None, metavar="N|auto|all",
+                        help="rows per forward: each step's micro-batches of the jobs run in forwards of at "
+                             "most N rows (whole jobs each; same adapters either way). auto (default): all in "
+                             "one on a GPU, the largest job's micro-batch on a CPU (as fast, less memory); "
+                             "all: one forward. Also max_rows at the top of the jobs file")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="one progress bar per job (default: on)")
     one_line_errors(parser)
+
+
+def _max_rows(text: str) -> int | str:
+    if text in ("auto", "all"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of rows, auto or all, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of rows, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

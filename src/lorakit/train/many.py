@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +52,12 @@ JOB_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, NotADirectoryE
 
 
 def train_many(jobs: Mapping[str, TrainConfig] | str | Path, out: str | Path, *, resume: bool = False,
-               progress: bool = True, max_rows: int | None = None) -> dict[str, dict[str, Any]]:
+               progress: bool = True, max_rows: int | str | None = None) -> dict[str, dict[str, Any]]:
     """Train every job of ``jobs`` (``{name: TrainConfig}`` or a jobs file) into ``out/<name>/``.
 
-    ``max_rows``: rows per mixed forward (whole jobs per forward; None: every job's micro-batch in one;
-    a jobs file's top-level ``max_rows`` is used when this is None). Smaller forwards bound activation
-    memory; each job's result does not depend on it.
+    ``max_rows``: rows per mixed forward, whole jobs per forward (see :func:`resolve_max_rows`: a
+    number, ``"all"`` or ``"auto"``; None: the jobs file's top-level ``max_rows``, else ``"auto"``).
+    Each job's result does not depend on it.
 
     Returns ``{name: metrics}`` (``metrics.json`` of a finished job; ``{"error": ...}`` for a failed
     one; ``{"stopped": "interrupted", ...}`` after SIGTERM) and writes it to ``out/train_many.json``.
@@ -67,14 +67,13 @@ def train_many(jobs: Mapping[str, TrainConfig] | str | Path, out: str | Path, *,
         jobs, options = read_jobs(jobs)
         max_rows = max_rows if max_rows is not None else options.get("max_rows")
     jobs = dict(jobs)
-    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
-        raise ValueError(f"max_rows must be a positive number of rows, got {max_rows!r}")
     check_jobs(jobs)
     configs = job_configs(jobs, out, resume)
     first = next(iter(configs.values()))
     if first.threads:
         torch.set_num_threads(first.threads)
     ctx = init_distributed(first.device)
+    max_rows = resolve_max_rows(max_rows, ctx.device, configs.values())
     if ctx.world_size != 1:
         raise ValueError("train-many runs in one process (its jobs share the model); run it without torchrun")
     memory = PeakMemory(ctx.device)
@@ -206,6 +205,23 @@ def _train(runs: list[Job], sm: SharedModel, ctx: DistContext, memory: PeakMemor
                     _forward_backward(chunk, sm, ctx, pad_id)
             for job in active:
                 _guard(job, lambda job=job: update(job, sm, ctx, memory, wall, started))
+
+
+def resolve_max_rows(value: int | str | None, device: torch.device, configs: Iterable[TrainConfig]) -> int | None:
+    """Rows per mixed forward: a positive number; ``"all"`` (None: every job's micro-batch in one
+    forward); ``"auto"`` (the default): ``"all"`` on a GPU, whose throughput grows with the batch, and
+    the largest job's micro-batch on a CPU, where one big forward is no faster per row (measured:
+    benchmarks/README.md "train-many") but holds every job's activations and pads every job to the
+    longest. Raises ValueError for anything else."""
+    if value is None or value == "auto":
+        if device.type == "cuda":
+            return None
+        return max(cfg.batch_size // max(cfg.grad_accum, 1) for cfg in configs)
+    if value == "all":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_rows must be a positive number of rows, 'auto' or 'all', got {value!r}")
+    return value
 
 
 def row_chunks(parts: list[tuple[Job, dict]], max_rows: int | None) -> list[list[tuple[Job, dict]]]:
