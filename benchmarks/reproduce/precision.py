@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, write_results  # noqa: E402
 from sweep import Row, main_metric, mean_std, process_wall, run_row, test_metrics  # noqa: E402
 
-SST2 = ("--targets", "qv", "--rank", "8", "--max-steps", "120", "--eval-every", "0", "--no-base-eval",
+SST2 = ("--targets", "qv", "--max-steps", "120", "--eval-every", "0", "--no-base-eval",
         "--test-split", "test", "--threads", "2")
 E2E = ("--targets", "qv", "--rank", "8", "--alpha", "16", "--lr", "5e-4", "--batch-size", "8", "--max-steps", "40",
        "--eval-every", "0", "--no-base-eval", "--eval-limit", "100", "--eval-batch-size", "50", "--threads", "2",
@@ -33,7 +33,7 @@ E2E = ("--targets", "qv", "--rank", "8", "--alpha", "16", "--lr", "5e-4", "--bat
 
 def sst2_row(dtype: str, seed: int) -> Row:
     """SST-2 LoRA q,v r=8 at one base dtype and seed (shared with many_tables.py's sequential runs)."""
-    return Row(f"prec-sst2-qv-r8-{dtype}-s{seed}-n120", ("minilm", "sst2", *SST2, "--seed", str(seed),
+    return Row(f"prec-sst2-qv-r8-{dtype}-s{seed}-n120", ("minilm", "sst2", *SST2, "--rank", "8", "--seed", str(seed),
                                                           "--base-dtype", dtype), {"dtype": dtype, "seed": seed})
 
 

@@ -119,6 +119,8 @@ class ManyLinear(nn.Module):
         out = self.kind.base_forward(self, x)
         if not self.rows.index or not self.jobs:
             return out
+        if len(self.rows.spans) == 1:  # one job in this forward (the CPU default): its own layer's path
+            return self._solo(x, out, self.rows.spans[0].job)
         n = x.shape[0]
         top = max(self.jobs) + 1
         adapters = [None] * top
@@ -129,6 +131,18 @@ class ManyLinear(nn.Module):
         drop = self._dropout(x)
         y = shrink_expand(out.reshape(n, -1, out.shape[-1]), x.reshape(n, -1, x.shape[-1]), groups, drop)
         return y.reshape(out.shape)
+
+    def _solo(self, x: Tensor, out: Tensor, job: int) -> Tensor:
+        """The forward holds one job's rows only: exactly what its ``lorakit train`` layer computes (the
+        lean single-adapter Function, the same rounding), its dropout drawn from the job's stream."""
+        layer = self.jobs.get(job)
+        if layer is None:
+            return out
+        layer.training = self.training  # the job's layer sits outside the tree: follow this wrapper's mode
+        if not (self.training and layer.dropout > 0):  # nothing to draw: no RNG state to swap
+            return layer.variant.forward(layer, x, out)
+        with self.rows.stream(job):
+            return layer.variant.forward(layer, x, out)
 
     def __getattr__(self, name: str):
         return base_getattr(self, name)
