@@ -52,7 +52,7 @@ def test_rank_groups_do_not_pad_to_the_largest_rank(llama_adapters):
     # The expand operands of a batch are gathered per rank group present, each at its own rank.
     with bank.batch([bank.slot("qv4"), bank.slot("qv8"), -1]) as rows:
         plan = q._make_plan(rows)
-    assert sorted(At.shape[2] for _, At, _ in plan.lora) == [4, 8]
+    assert sorted(At.shape[2] for _, _, At, _ in plan.lora) == [4, 8]
 
 
 def test_load_time_is_small(llama_adapters):
