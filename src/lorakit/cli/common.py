@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -13,6 +14,17 @@ from lorakit.io import AdapterFile
 
 TASK_FOR_PEFT_TYPE = {"SEQ_CLS": "classify", "CAUSAL_LM": "generate"}
 _HEAD = re.compile(r"^base_model\.model\.(classifier|score)(\.out_proj)?\.weight$")
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=``: a whole number >= 1, else a one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def spec_from_args(args: Any) -> LoraSpec:

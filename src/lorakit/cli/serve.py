@@ -12,17 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from lorakit.cli.common import positive_int
 from lorakit.models.precision import BASE_DTYPES
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,16 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapters", required=True, help="folder holding one adapter folder per name")
     parser.add_argument("--task", choices=("generate", "classify"), default="generate",
                         help="generate text (default) or classify with classification adapters")
-    parser.add_argument("--num-labels", type=_positive, default=None,
+    parser.add_argument("--num-labels", type=positive_int, default=None,
                         help="classes of the classification head (task classify, base without a head)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--max-loaded", type=_positive, default=8, help="adapters resident at once (LRU beyond)")
-    parser.add_argument("--max-batch", type=_positive, default=16, help="rows in the running batch")
-    parser.add_argument("--max-queue", type=_positive, default=64, help="waiting requests before 429")
-    parser.add_argument("--max-prompt-tokens", type=_positive, default=2048, help="longest prompt accepted")
-    parser.add_argument("--max-tokens", type=_positive, default=1024, help="largest max_tokens accepted")
-    parser.add_argument("--max-body-bytes", type=_positive, default=1 << 20, help="largest request body")
+    parser.add_argument("--max-loaded", type=positive_int, default=8, help="adapters resident at once (LRU beyond)")
+    parser.add_argument("--max-batch", type=positive_int, default=16, help="rows in the running batch")
+    parser.add_argument("--max-queue", type=positive_int, default=64, help="waiting requests before 429")
+    parser.add_argument("--max-prompt-tokens", type=positive_int, default=2048, help="longest prompt accepted")
+    parser.add_argument("--max-tokens", type=positive_int, default=1024, help="largest max_tokens accepted")
+    parser.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="largest request body")
     parser.add_argument("--api-key", default=None,
                         help="bearer key required on every route but /health (default: $LORAKIT_API_KEY if set)")
     parser.add_argument("--dtype", choices=("auto", *BASE_DTYPES), default="auto",

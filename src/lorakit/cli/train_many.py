@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lorakit.cli.common import positive_int
 from lorakit.cli.train import one_line_errors
 
 
@@ -51,12 +52,9 @@ def _max_rows(text: str) -> int | str:
     if text in ("auto", "all"):
         return text
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of rows, auto or all, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive number of rows, got {value}")
-    return value
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of rows, auto or all, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
