@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,26 +51,12 @@ def jobs_toml(jobs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_many(key: str, jobs: list[dict]) -> dict:
-    """One train-many process (cached by its train_many.json); its wall time and summary."""
-    out = RUNS / key
-    summary = out / "train_many.json"
-    timing = out / "sweep.json"
-    if not (summary.is_file() and timing.is_file()):
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "jobs.toml").write_text(jobs_toml(jobs))
-        cmd = [sys.executable, "-m", "lorakit", "train-many", str(out / "jobs.toml"), "--out", str(out), "--no-progress"]
-        print(f"[{time.strftime('%H:%M:%S')}] lorakit train-many runs/reproduce/{key}/jobs.toml --out runs/reproduce/{key}",
-              flush=True)
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        (out / "sweep.log").write_text(proc.stdout + proc.stderr)
-        if proc.returncode != 0:
-            raise SystemExit(f"train-many failed ({proc.returncode}): {proc.stderr[-800:]}")
-        timing.write_text(json.dumps({"process_wall_s": wall}))
-    return {"summary": json.loads(summary.read_text()), "wall_s": json.loads(timing.read_text())["process_wall_s"],
-            "command": f"lorakit train-many runs/reproduce/{key}/jobs.toml --out runs/reproduce/{key}"}
+def many_row(key: str, jobs: list[dict]) -> Row:
+    """One train-many run as a sweep row (cached by its train_many.json); its jobs file written first."""
+    jobs_file = RUNS / key / "jobs.toml"
+    jobs_file.parent.mkdir(parents=True, exist_ok=True)
+    jobs_file.write_text(jobs_toml(jobs))
+    return Row(key, (str(jobs_file),), verb="train-many")
 
 
 def compare(name: str, labels: list[str], solo: list[Row], many_key: str, jobs: list[dict]) -> dict:
@@ -80,17 +64,21 @@ def compare(name: str, labels: list[str], solo: list[Row], many_key: str, jobs: 
     solo_results = [run_row(r) for r in solo]
     if any(r is None for r in solo_results):
         raise SystemExit(f"{name}: a solo row failed (see its sweep.log)")
-    many = run_many(many_key, jobs)
+    many = many_row(many_key, jobs)
+    summary = run_row(many)
+    if summary is None:
+        raise SystemExit(f"{name}: the train-many run failed (see {many.out / 'sweep.log'})")
     lines = []
     for label, row, result, job in zip(labels, solo, solo_results, jobs, strict=True):
-        m = many["summary"]["jobs"][job["name"]]
+        m = summary["jobs"][job["name"]]
         lines.append({"table": name, "job": label, "solo_accuracy": main_metric(result),
                       "many_accuracy": main_metric(m), "solo_process_s": process_wall(row),
                       "solo_peak_mb": result["peak_memory_mb"]})
     solo_wall = sum(process_wall(r) for r in solo)
-    total = {"table": name, "jobs": len(jobs), "sequential_wall_s": solo_wall, "train_many_wall_s": many["wall_s"],
-             "ratio": many["wall_s"] / solo_wall, "sequential_peak_mb": max(r["peak_memory_mb"] for r in solo_results),
-             "train_many_peak_mb": many["summary"]["peak_memory_mb"], "train_many_command": many["command"],
+    many_wall = process_wall(many)
+    total = {"table": name, "jobs": len(jobs), "sequential_wall_s": solo_wall, "train_many_wall_s": many_wall,
+             "ratio": many_wall / solo_wall, "sequential_peak_mb": max(r["peak_memory_mb"] for r in solo_results),
+             "train_many_peak_mb": summary["peak_memory_mb"], "train_many_command": many.command,
              "solo_commands": [r.command for r in solo]}
     return {"lines": lines, "total": total}
 

@@ -27,8 +27,9 @@ LOCK = ".sweep.lock"
 class Row:
     """One run of a table: a key (its folder under runs/reproduce) and its CLI arguments.
 
-    ``verb`` is ``train`` (the run writes ``metrics.json``) or ``eval`` (``lorakit eval`` writing
-    ``eval.json``, for rows that train nothing, such as a zero-shot base model).
+    ``verb`` is ``train`` (the run writes ``metrics.json``), ``eval`` (``lorakit eval`` writing
+    ``eval.json``, for rows that train nothing, such as a zero-shot base model) or ``train-many``
+    (``lorakit train-many JOBS`` writing ``train_many.json``; ``args`` is the jobs file).
     """
 
     key: str
@@ -44,18 +45,19 @@ class Row:
     @property
     def result_file(self) -> Path:
         """The file whose presence marks the row as finished."""
-        return self.out / ("metrics.json" if self.verb == "train" else "eval.json")
+        return self.out / {"train": "metrics.json", "eval": "eval.json", "train-many": "train_many.json"}[self.verb]
 
     def cli(self, out: Path) -> list[str]:
         """The lorakit arguments with the output under ``out``."""
-        if self.verb == "train":
-            return ["train", *self.args, "--out", str(out)]
+        if self.verb in ("train", "train-many"):
+            return [self.verb, *self.args, "--out", str(out)]
         return ["eval", *self.args, "--json", str(out / "eval.json")]
 
     @property
     def command(self) -> str:
         """The command that reproduces this row (output under runs/reproduce/)."""
-        return "lorakit " + " ".join(self.cli(Path("runs/reproduce") / self.key))
+        shown = Path("runs/reproduce")  # the runs folder as a user's checkout names it (a jobs file lives there too)
+        return "lorakit " + " ".join(a.replace(str(RUNS), str(shown)) for a in self.cli(shown / self.key))
 
 
 def _pid_alive(pid: int) -> bool:

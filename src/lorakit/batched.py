@@ -47,10 +47,10 @@ class RowDropout:
     spans: tuple[tuple[int, int, int, float], ...]
     masks: tuple[Tensor, ...]
 
-    def apply(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> Tensor:
-        """A new tensor: ``x (n, T, in)`` with the spans dropped (``masks`` overrides ``self.masks``)."""
+    def apply(self, x: Tensor) -> Tensor:
+        """A new tensor: ``x (n, T, in)`` with the spans dropped."""
         out = x.clone()
-        for (a, b, length, p), mask in zip(self.spans, self.masks if masks is None else masks, strict=True):
+        for (a, b, length, p), mask in zip(self.spans, self.masks, strict=True):
             out[a:b, :length] = x[a:b, :length] * mask / (1.0 - p)
         return out
 

@@ -92,8 +92,12 @@ def read_jobs(path: str | Path) -> tuple[dict[str, TrainConfig], dict[str, Any]]
     """Parse and validate a jobs file (TOML, or YAML with the same keys): its jobs and its run options
     (:data:`RUN_OPTIONS` found at the top level)."""
     raw = dict(read_config_file(path))
-    options = {k: raw.pop(k) for k in list(raw) if str(k).replace("-", "_") in RUN_OPTIONS}
-    return jobs_from_mapping(raw, source=str(path)), {str(k).replace("-", "_"): v for k, v in options.items()}
+    options = {}
+    for key in list(raw):
+        name = str(key).replace("-", "_")
+        if name in RUN_OPTIONS:
+            options[name] = raw.pop(key)
+    return jobs_from_mapping(raw, source=str(path)), options
 
 
 def job_configs(jobs: Mapping[str, TrainConfig], out: str | Path, resume: bool) -> dict[str, TrainConfig]:

@@ -139,9 +139,8 @@ class ManyLinear(nn.Module):
         if layer is None:
             return out
         layer.training = self.training  # the job's layer sits outside the tree: follow this wrapper's mode
-        if not (self.training and layer.dropout > 0):  # nothing to draw: no RNG state to swap
-            return layer.variant.forward(layer, x, out)
-        with self.rows.stream(job):
+        draws = self.training and layer.dropout > 0  # nothing to draw: no RNG state to swap
+        with self.rows.stream(job) if draws else nullcontext():
             return layer.variant.forward(layer, x, out)
 
     def __getattr__(self, name: str):
