@@ -95,7 +95,8 @@ def start(kind: str, args, model_path: Path, adapters: Path, names: list[str], p
         cmd = [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
                "--served-model-name", "base", "--host", "127.0.0.1", "--port", str(port),
                "--dtype", args.vllm_dtype, "--max-model-len", "1024", "--max-num-seqs", str(args.concurrency),
-               "--enable-lora", "--max-loras", str(len(lora)), "--max-lora-rank", "8", "--lora-modules", *lora]
+               "--enable-lora", "--max-loras", str(len(lora)), "--max-lora-rank", "8", "--lora-modules", *lora,
+               "--gpu-memory-utilization", str(args.vllm_memory)]
         env.update(VLLM_CPU_OMP_THREADS_BIND=f"0-{args.threads - 1}", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
         base = "base"
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -182,7 +183,7 @@ def run_server(kind: str, args, model_path: Path, adapters: Path, names: list[st
 
 
 def write(args, mrs: list[str], runs: dict, vllm_note: str) -> None:
-    """results/serve_vs_vllm.json (texts included) and .md (the table)."""
+    """results/<name>.json (texts included) and .md (the table)."""
     rows = []
     for scenario in args.scenarios:
         ours = runs["lorakit"][scenario]
@@ -196,7 +197,7 @@ def write(args, mrs: list[str], runs: dict, vllm_note: str) -> None:
         rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    (args.out / "serve_vs_vllm.json").write_text(json.dumps(
+    (args.out / f"{args.name}.json").write_text(json.dumps(
         {"settings": settings, "mrs": mrs, "vllm": vllm_note, "rows": rows, "runs": runs}, indent=1))
     cols = list(rows[0])
     lines = [f"# lorakit serve vs vLLM CPU ({args.model}, {args.requests} chat requests, {args.concurrency} "
@@ -204,7 +205,7 @@ def write(args, mrs: list[str], runs: dict, vllm_note: str) -> None:
              "    " + " ".join(sys.argv), "", f"vLLM: {vllm_note}", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    (args.out / "serve_vs_vllm.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -223,11 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lorakit-dtype", default="fp32", help="lorakit serve --dtype (fp32 compares like for like)")
     p.add_argument("--vllm-dtype", default="float32")
+    p.add_argument("--vllm-memory", type=float, default=0.5,
+                   help="vLLM --gpu-memory-utilization: on CPU the share of the NUMA node's memory it reserves")
     p.add_argument("--vllm-python", default="/work/vllm-venv/bin/python")
     p.add_argument("--servers", nargs="+", choices=("lorakit", "vllm"), default=["lorakit", "vllm"])
     p.add_argument("--start-timeout", type=float, default=900.0)
     p.add_argument("--request-timeout", type=float, default=1800.0)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--name", default="serve_vs_vllm", help="result file stem under --out")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     from lorakit.models import resolve_model_path

@@ -142,3 +142,17 @@ class QuantizedLinearKind(LinearKind):
 
 register("bitsandbytes.nn.modules.Linear4bit", QuantizedLinearKind("linear4bit"))
 register("bitsandbytes.nn.modules.Linear8bitLt", QuantizedLinearKind("linear8bit"))
+
+
+class PackedLinearKind(LinearKind):
+    """:class:`lorakit.models.packed.PackedLinear`: an ``nn.Linear`` in every respect but its product,
+    which runs on the oneDNN-prepacked weight (serving on CPU)."""
+
+    name = "packed_linear"
+
+    def base_forward(self, layer: nn.Module, x: Tensor, bias: bool = True) -> Tensor:
+        """``W0·x (+ b)`` through the packed copy of ``W0``."""
+        return layer.base.linear(x, layer.bias if bias else None)
+
+
+register("lorakit.models.packed.PackedLinear", PackedLinearKind())

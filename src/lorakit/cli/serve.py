@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--max-loaded", type=positive_int, default=8, help="adapters resident at once (LRU beyond)")
     parser.add_argument("--max-batch", type=positive_int, default=16, help="rows in the running batch")
+    parser.add_argument("--prefix-cache-mb", type=int, default=256,
+                        help="memory for keys/values of prompt prefixes reused by later prompts of the same "
+                             "adapter (default 256; 0 turns prefix caching off)")
     parser.add_argument("--max-queue", type=positive_int, default=64, help="waiting requests before 429")
     parser.add_argument("--max-prompt-tokens", type=positive_int, default=2048, help="longest prompt accepted")
     parser.add_argument("--max-tokens", type=positive_int, default=1024, help="largest max_tokens accepted")
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    if args.prefix_cache_mb < 0:
+        raise ValueError(f"--prefix-cache-mb must be 0 (off) or more, got {args.prefix_cache_mb}")
     if not os.path.isdir(args.adapters):  # fail before spending time loading the model
         raise ValueError(f"adapters folder not found: {args.adapters}")
     from lorakit.train.distributed import resolve_device
@@ -58,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     server = LoraServer.from_pretrained(args.model, task=args.task, num_labels=args.num_labels,
                                         dtype=args.dtype, device=resolve_device(args.device),
                                         adapters_dir=args.adapters, max_loaded=args.max_loaded,
-                                        max_batch=args.max_batch, max_queue=args.max_queue)
+                                        max_batch=args.max_batch, max_queue=args.max_queue,
+                                        prefix_cache_mb=args.prefix_cache_mb)
     p = server.precision
     quantized = f", {p['quantized_linears']} Linear layers quantized" if p["quantized_linears"] else ""
     print(f"base in {p['base_dtype']} on {p['device']} (activations {p['compute_dtype']}{quantized})")

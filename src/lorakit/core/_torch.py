@@ -31,3 +31,25 @@ def foreach_mul_(tensors: list[Tensor], scalars: list[float]) -> None:
 def foreach_norm(tensors: list[Tensor]) -> list[Tensor]:
     """The 2-norm of each tensor, in one fused call."""
     return list(torch._foreach_norm(tensors))
+
+
+def mkldnn_pack_linear(weight: Tensor, batch_hint: int | None = None) -> Tensor | None:
+    """``weight (out, in)`` reordered into oneDNN's blocked layout for a CPU linear, or None where
+    oneDNN cannot run this type here (bf16 needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT).
+
+    The same prepacking torch's inductor does when it freezes a model; ``batch_hint`` (rows per call)
+    only guides the layout, any row count works with the result.
+    """
+    if not torch.backends.mkldnn.is_available() or weight.device.type != "cpu":
+        return None
+    try:
+        if batch_hint is None:
+            return torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+        return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), batch_hint)
+    except RuntimeError:
+        return None
+
+
+def mkldnn_linear(x: Tensor, packed: Tensor, bias: Tensor | None) -> Tensor:
+    """``x (..., in) @ Wᵀ + b`` with a weight from :func:`mkldnn_pack_linear` (no autograd)."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")

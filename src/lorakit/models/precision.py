@@ -149,19 +149,25 @@ def finish_base_precision(model: nn.Module, name: str, device: torch.device) -> 
             "quantized_linears": quantized, "fp32_trainable_modules": hooked, "upcast_tensors": upcast}
 
 
-def freeze_base_precision(model: nn.Module, name: str, device: torch.device) -> dict[str, Any]:
+def freeze_base_precision(model: nn.Module, name: str, device: torch.device,
+                          pack_rows: int | None = None) -> dict[str, Any]:
     """A base loaded in :func:`load_dtype` made ready for inference (serving): frozen, quantized, on ``device``.
 
     Every parameter is frozen first (nothing is trained while serving), then ``int8`` / ``nf4``
-    quantize every frozen Linear but the LM head (:func:`quantize_frozen_linears`). Returns a small
-    report of what ran.
+    quantize every frozen Linear but the LM head (:func:`quantize_frozen_linears`). With
+    ``pack_rows`` (the usual rows per forward), the Linear layers left in a float type are prepacked
+    for oneDNN where it runs them (:mod:`lorakit.models.packed`: CPU, fp32 everywhere, bf16 with
+    AVX-512). Returns a small report of what ran.
     """
+    from lorakit.models.packed import pack_frozen_linears
+
     check_base_dtype(name, device)
     model.requires_grad_(False)
     model.to(device)
     quantized = quantize_frozen_linears(model, name, device) if name in QUANTIZED else 0
+    packed = pack_frozen_linears(model, pack_rows) if pack_rows is not None else 0
     return {"base_dtype": name, "compute_dtype": str(compute_dtype(name, device)).removeprefix("torch."),
-            "quantized_linears": quantized, "device": str(device)}
+            "quantized_linears": quantized, "packed_linears": packed, "device": str(device)}
 
 
 def activation_dtype(layer: nn.Module) -> torch.dtype:

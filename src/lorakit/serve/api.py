@@ -69,14 +69,15 @@ class LoraServer:
 
     def __init__(self, model: nn.Module, tokenizer, *, name: str = "base", task: str = "generate",
                  adapters_dir: str | Path | None = None, max_loaded: int = 8, max_batch: int = 16,
-                 max_queue: int = 64, max_prefill_tokens: int = 4096) -> None:
+                 max_queue: int = 64, max_prefill_tokens: int = 4096, prefix_cache_mb: int = 256) -> None:
         if task not in ("generate", "classify"):
             raise ValueError(f"task must be 'generate' or 'classify', got {task!r}")
         self.model, self.tokenizer, self.name, self.task = model.eval(), tokenizer, str(name), task
         self.bank = AdapterBank(model, max_loaded=max_loaded)
         self.folder = AdapterFolder(adapters_dir) if adapters_dir is not None else None
         self.engine = Engine(model, tokenizer, self.bank, max_batch=max_batch, max_queue=max_queue,
-                             max_prefill_tokens=max_prefill_tokens) if task == "generate" else None
+                             max_prefill_tokens=max_prefill_tokens, prefix_cache_bytes=prefix_cache_mb << 20,
+                             ) if task == "generate" else None
         # Current version of each replaced adapter (absent: version 0, bank key = name) and the bank
         # keys of older versions that rows still use.
         self._versions: dict[str, int] = {}
@@ -93,13 +94,16 @@ class LoraServer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, task: str = "generate", num_labels: int | None = None,
-                        dtype: str = "auto", device: str | torch.device = "cpu", **kwargs) -> LoraServer:
+                        dtype: str = "auto", device: str | torch.device = "cpu", pack: bool = True,
+                        **kwargs) -> LoraServer:
         """Load a base with :func:`lorakit.models.load_model` (embedded name or local folder).
 
         ``dtype``: the frozen base's precision, one of :data:`lorakit.models.precision.BASE_DTYPES`
         or ``"auto"`` (bf16 where ``device`` multiplies bf16 natively, else fp32); int8/nf4 quantize
         the Linear layers with bitsandbytes. Adapters are kept in the activations' type
-        (:mod:`lorakit.serve.lora_batch`). The chosen setting is in ``server.precision``.
+        (:mod:`lorakit.serve.lora_batch`). ``pack``: prepack the float Linear layers for oneDNN on
+        CPU (:mod:`lorakit.models.packed`; faster decode steps, one more copy of those weights in
+        memory). The chosen settings are in ``server.precision``.
         """
         from lorakit.models import load_model
         from lorakit.models.precision import freeze_base_precision, load_dtype, resolve_base_dtype
@@ -107,7 +111,8 @@ class LoraServer:
         device = torch.device(device)
         name = resolve_base_dtype(dtype, device)
         loaded = load_model(name_or_path, task=task, num_labels=num_labels, dtype=load_dtype(name, device))
-        report = freeze_base_precision(loaded.model, name, device)
+        rows = kwargs.get("max_batch", 16) if pack else None  # decode steps run about max_batch rows
+        report = freeze_base_precision(loaded.model, name, device, pack_rows=rows)
         server = cls(loaded.model, loaded.tokenizer, name=loaded.name, task=task, **kwargs)
         server.precision = report
         return server

@@ -18,6 +18,7 @@ All changes happen under ``bank.lock``, which the engine also holds while a batc
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -57,6 +58,9 @@ class LoadedAdapter:
     ready_cpu_ms: float = 0.0
     pins: int = 0
     loaded_at: float = field(default_factory=time.time)
+    # Unique per load in this bank: what was computed with one load (cached prompt prefixes) is
+    # never taken for another adapter loaded later under the same name.
+    serial: int = 0
 
 
 class AdapterBank:
@@ -75,6 +79,7 @@ class AdapterBank:
         self._free = list(range(max_loaded))
         self.device = next(model.parameters()).device
         self.evictions = 0
+        self._serials = itertools.count(1)
 
     # ---- queries ---------------------------------------------------------------------------
     def __contains__(self, name: object) -> bool:
@@ -151,7 +156,7 @@ class AdapterBank:
             self.ctx.version += 1
             entry = LoadedAdapter(name, slot, prepared.path, prepared.rank, len(prepared.updates),
                                   prepared.task_type, (time.perf_counter() - start) * 1000.0,
-                                  (time.thread_time() - cpu_start) * 1000.0)
+                                  (time.thread_time() - cpu_start) * 1000.0, serial=next(self._serials))
             self._entries[name] = entry
             return entry
 

@@ -4,7 +4,8 @@ One *step* (always under ``bank.lock``, so adapters never change under a running
 
 1. admit: waiting requests join (up to ``max_batch`` rows and ``max_prefill_tokens`` prompt tokens);
    they are prefilled together as one left-padded group, each row with its own adapter slot, and
-   their first token is chosen;
+   their first token is chosen; a prompt prefix that an earlier prompt of the same owner (base or
+   adapter version) already computed is taken from :mod:`lorakit.serve.prefix` instead;
 2. join: the group's cache is merged into the running batch's cache (:mod:`lorakit.serve.kv`);
 3. decode: every running row feeds its last token in one forward (``(rows, 1)`` input, per-row
    position ids, the padded 2-D attention mask) and chooses its next token;
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 from lorakit.serve import kv
 from lorakit.serve.bank import AdapterBank, BankFull
 from lorakit.serve.constrained import token_masks
+from lorakit.serve.prefix import PrefixCache
 from lorakit.serve.request import GenerationRequest, RequestUpdate, RunningSequence
 from lorakit.serve.sampling import TokenLogprob, next_tokens, token_logprobs
 
@@ -53,11 +55,13 @@ class Engine:
     """Continuous batching for one causal LM; adapters (if any) come from ``bank``."""
 
     def __init__(self, model: nn.Module, tokenizer, bank: AdapterBank | None = None, *, max_batch: int = 16,
-                 max_queue: int = 64, max_prefill_tokens: int = 4096,
+                 max_queue: int = 64, max_prefill_tokens: int = 4096, prefix_cache_bytes: int = 256 << 20,
                  on_step: Callable[[int, float], None] | None = None) -> None:
         self.model, self.tokenizer, self.bank = model, tokenizer, bank
         self.max_batch, self.max_queue, self.max_prefill_tokens = max_batch, max_queue, max_prefill_tokens
         self.on_step = on_step
+        # Keys/values of prompt prefixes already prefilled, reused by later prompts (0 bytes: off).
+        self.prefixes = PrefixCache(prefix_cache_bytes)
         # Makes an adapter resident by name (LoraServer loads it from the adapters folder).
         self.loader: Callable[[str], object] | None = None
         # An adapter's current bank key (a replaced adapter gets a new one), and what to do after a
@@ -82,7 +86,7 @@ class Engine:
         self._rows = None
         self._thread: threading.Thread | None = None
         self._stop = False
-        self.stats = {"steps": 0, "prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+        self.stats = {"steps": 0, "prompt_tokens": 0, "cached_prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
 
     @staticmethod
     def _eos_ids(model: nn.Module, tokenizer) -> set[int]:
@@ -253,25 +257,40 @@ class Engine:
             return self.model(**inputs, use_cache=True)
 
     def _prefill(self, group: list[RunningSequence]) -> None:
-        length = max(len(s.request.prompt_ids) for s in group)
+        prompts = [s.request.prompt_ids for s in group]
+        owners = [self._owner(s) for s in group]
+        # The prefix every row of the group finds cached (0 if one row finds none): computed once.
+        found = [self.prefixes.lookup(o, p) for o, p in zip(owners, prompts, strict=True)]
+        reuse = min(n for n, _ in found)
+        past = kv.from_layers(self.prefixes.past([e for _, e in found], reuse)) if reuse else None
+        length = max(len(p) for p in prompts) - reuse
         ids = torch.full((len(group), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(group), length), dtype=torch.long)
-        for i, seq in enumerate(group):
-            prompt = seq.request.prompt_ids
-            ids[i, length - len(prompt):] = torch.tensor(prompt)
-            mask[i, length - len(prompt):] = 1
+        mask = torch.zeros((len(group), reuse + length), dtype=torch.long)
+        mask[:, :reuse] = 1
+        for i, prompt in enumerate(prompts):
+            ids[i, length - len(prompt) + reuse:] = torch.tensor(prompt[reuse:])
+            mask[i, reuse + length - len(prompt) + reuse:] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # A row's own positions (0 at its first token), whatever padding sits before its new tokens.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, reuse:]
         extra = {"logits_to_keep": 1} if self._keep_last else {}
         rows = self.bank.rows([s.slot for s in group]) if self.bank is not None else None
-        out = self._forward(rows, input_ids=ids, attention_mask=mask, position_ids=positions, **extra)
-        self.stats["prompt_tokens"] += int(mask.sum())
+        out = self._forward(rows, input_ids=ids, attention_mask=mask, position_ids=positions, cache=past, **extra)
+        self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
+        self.stats["cached_prompt_tokens"] += reuse * len(group)
+        if self.prefixes.max_bytes:
+            for i, (owner, prompt) in enumerate(zip(owners, prompts, strict=True)):
+                self.prefixes.store(owner, prompt, kv.row_layers(out.cache, i, mask[i].nonzero().squeeze(1)))
         survivors = self._advance(group, out.logits[:, -1])
         if survivors:
             keep = [i for i, s in enumerate(group) if s in survivors]
             cache, new_mask = kv.keep_rows(out.cache, mask, keep) if len(keep) < len(group) else (out.cache, mask)
             self._cache, self._mask = kv.merge(self._cache, self._mask, cache, new_mask)
             self._set_active(self._active + survivors)
+
+    def _owner(self, seq: RunningSequence):
+        # Whose keys/values a row computes: the base's, or one load of one adapter (prefix.py).
+        return None if seq.key is None else (seq.key, self.bank.info(seq.key).serial)
 
     def _decode(self) -> None:
         active = self._active

@@ -53,6 +53,19 @@ def buffered(cache):
     return cache
 
 
+def from_layers(layers: list[tuple[Tensor, Tensor]]):
+    """A cache holding per layer ``(keys, values)``, each ``(rows, heads, L, dim)`` (a reused prompt prefix)."""
+    from transformers.cache_utils import DynamicCache
+
+    return DynamicCache(ddp_cache_data=layers)
+
+
+def row_layers(cache, row: int, columns: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Per layer, row ``row``'s keys and values at ``columns`` (its real tokens): ``(heads, n, dim)`` each."""
+    return [(layer.keys[row].index_select(1, columns), layer.values[row].index_select(1, columns))
+            for layer in _layers(cache)]
+
+
 def _pad_left(t: Tensor, n: int) -> Tensor:
     # keys/values are (rows, heads, L, dim): pad dim 2 on the left with zeros (masked anyway).
     return F.pad(t, (0, 0, n, 0)) if n else t
