@@ -87,7 +87,7 @@ def start(kind: str, args, model_path: Path, adapters: Path, names: list[str], p
     if kind == "lorakit":
         cmd = [sys.executable, "-m", "lorakit", "serve", args.model, "--adapters", str(adapters),
                "--host", "127.0.0.1", "--port", str(port), "--dtype", args.lorakit_dtype,
-               "--max-loaded", str(len(names) + 1), "--max-batch", str(args.concurrency)]
+               "--max-loaded", str(len(names) + 1), "--max-batch", str(args.concurrency), *args.lorakit_args.split()]
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
         base = None  # read from /v1/models
     else:
@@ -186,6 +186,10 @@ def write(args, mrs: list[str], runs: dict, vllm_note: str) -> None:
     """results/<name>.json (texts included) and .md (the table)."""
     rows = []
     for scenario in args.scenarios:
+        if "lorakit" not in runs:  # --servers vllm
+            theirs = runs["vllm"][scenario]
+            rows.append({"scenario": scenario, "vllm_tok_s": round(theirs["tok_per_s"], 2), "vllm_failed": theirs["failed"]})
+            continue
         ours = runs["lorakit"][scenario]
         row = {"scenario": scenario, "lorakit_tok_s": round(ours["tok_per_s"], 2), "lorakit_failed": ours["failed"]}
         if "vllm" in runs:
@@ -223,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lorakit-dtype", default="fp32", help="lorakit serve --dtype (fp32 compares like for like)")
+    p.add_argument("--lorakit-args", default="", help="more `lorakit serve` options, e.g. '--prefix-cache-mb 0'")
     p.add_argument("--vllm-dtype", default="float32")
     p.add_argument("--vllm-memory", type=float, default=0.5,
                    help="vLLM --gpu-memory-utilization: on CPU the share of the NUMA node's memory it reserves")
