@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--max-loaded", type=positive_int, default=8, help="adapters resident at once (LRU beyond)")
     parser.add_argument("--max-batch", type=positive_int, default=16, help="rows in the running batch")
+    parser.add_argument("--no-pack", action="store_true",
+                        help="keep the base's Linear weights in their plain layout (CPU: saves the memory of the "
+                             "oneDNN-prepacked copy, slower decode steps)")
     parser.add_argument("--prefix-cache-mb", type=int, default=256,
                         help="memory for keys/values of prompt prefixes reused by later prompts of the same "
                              "adapter (default 256; 0 turns prefix caching off)")
@@ -61,12 +64,13 @@ def run(args: argparse.Namespace) -> int:
     from lorakit.train.distributed import resolve_device
 
     server = LoraServer.from_pretrained(args.model, task=args.task, num_labels=args.num_labels,
-                                        dtype=args.dtype, device=resolve_device(args.device),
+                                        dtype=args.dtype, device=resolve_device(args.device), pack=not args.no_pack,
                                         adapters_dir=args.adapters, max_loaded=args.max_loaded,
                                         max_batch=args.max_batch, max_queue=args.max_queue,
                                         prefix_cache_mb=args.prefix_cache_mb)
     p = server.precision
     quantized = f", {p['quantized_linears']} Linear layers quantized" if p["quantized_linears"] else ""
+    quantized += f", {p['packed_linears']} Linear layers prepacked for oneDNN" if p["packed_linears"] else ""
     print(f"base in {p['base_dtype']} on {p['device']} (activations {p['compute_dtype']}{quantized})")
     for name in args.preload:
         info = server.add_adapter(name)
