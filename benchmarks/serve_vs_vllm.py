@@ -163,7 +163,9 @@ def scenario_models(scenario: str, base: str, names: list[str]) -> list[str]:
 def run_server(kind: str, args, model_path: Path, adapters: Path, names: list[str], mrs: list[str]) -> dict:
     """Start ``kind``, warm it up, run every scenario ``args.reps`` times, stop it."""
     port = free_port()
-    proc, base = start(kind, args, model_path, adapters, names, port, args.out / f"{kind}.log")
+    # Server logs go beside the temporary folders, not into results/ (they are not results).
+    log = Path(tempfile.gettempdir()) / f"{args.name}-{kind}.log"
+    proc, base = start(kind, args, model_path, adapters, names, port, log)
     url = f"http://127.0.0.1:{port}"
     results = {}
     try:
