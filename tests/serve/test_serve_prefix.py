@@ -23,9 +23,17 @@ def layers(n: int, value: float = 0.0) -> list[tuple[torch.Tensor, torch.Tensor]
     return [(torch.full((2, n, 4), value), torch.full((2, n, 4), value + 1)) for _ in range(2)]
 
 
+def put(cache: PrefixCache, owner: str, tokens: list[int]) -> None:
+    """What the engine does after a prefill: store the block-aligned part :meth:`storable` asks for."""
+    if n := cache.storable(owner, tokens):
+        cache.store(owner, tokens[:n], layers(n))
+
+
 def test_lookup_finds_the_longest_block_prefix_shorter_than_the_prompt():
     cache = PrefixCache(block=4)
-    cache.store("a", list(range(10)), layers(10))  # blocks of 4 and 8 tokens kept
+    put(cache, "a", list(range(10)))  # blocks of 4 and 8 tokens kept
+    assert cache.storable("a", list(range(10))) == 0  # cached already: nothing to gather
+    assert cache.storable("a", [9, 9, 9, 9, 9]) == 4 and cache.storable("a", [1, 2, 3]) == 0
     assert cache.lookup("a", list(range(10)))[0] == 8
     assert cache.lookup("a", list(range(8)))[0] == 4  # one token is always computed afresh
     assert cache.lookup("a", [0, 1, 2, 3, 9, 9])[0] == 4
@@ -39,17 +47,18 @@ def test_lookup_finds_the_longest_block_prefix_shorter_than_the_prompt():
 def test_bytes_bound_evicts_least_recently_used_and_drop_forgets_an_owner():
     one = sum(k.nbytes + v.nbytes for k, v in layers(8))
     cache = PrefixCache(max_bytes=2 * one, block=4)
-    cache.store("a", [1] * 8, layers(8))
-    cache.store("a", [2] * 8, layers(8))
+    put(cache, "a", [1] * 8)
+    put(cache, "a", [2] * 8)
     cache.lookup("a", [1] * 9)  # [1]*8 is now the most recently used
-    cache.store("a", [3] * 8, layers(8))
+    put(cache, "a", [3] * 8)
     assert len(cache) == 2 and cache.bytes == 2 * one
     assert cache.lookup("a", [2] * 9)[0] == 0 and cache.lookup("a", [1] * 9)[0] == 8
-    cache.store("b", [1] * 8, layers(8))
+    put(cache, "b", [1] * 8)
     cache.drop("a")
     assert cache.lookup("a", [1] * 9)[0] == 0 and cache.lookup("b", [1] * 9)[0] == 8
     off = PrefixCache(max_bytes=0)
-    off.store("a", [1] * 40, layers(40))
+    assert off.storable("a", [1] * 40) == 0
+    put(off, "a", [1] * 40)
     assert len(off) == 0
     with pytest.raises(ValueError, match="block"):
         PrefixCache(block=0)

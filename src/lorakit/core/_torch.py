@@ -43,8 +43,6 @@ def mkldnn_pack_linear(weight: Tensor, batch_hint: int | None = None) -> Tensor 
     if not torch.backends.mkldnn.is_available() or weight.device.type != "cpu":
         return None
     try:
-        if batch_hint is None:
-            return torch.ops.mkldnn._reorder_linear_weight(weight.detach())
         return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), batch_hint)
     except RuntimeError:
         return None

@@ -263,13 +263,7 @@ class Engine:
         found = [self.prefixes.lookup(o, p) for o, p in zip(owners, prompts, strict=True)]
         reuse = min(n for n, _ in found)
         past = kv.from_layers(self.prefixes.past([e for _, e in found], reuse)) if reuse else None
-        length = max(len(p) for p in prompts) - reuse
-        ids = torch.full((len(group), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(group), reuse + length), dtype=torch.long)
-        mask[:, :reuse] = 1
-        for i, prompt in enumerate(prompts):
-            ids[i, length - len(prompt) + reuse:] = torch.tensor(prompt[reuse:])
-            mask[i, reuse + length - len(prompt) + reuse:] = 1
+        ids, mask = kv.prefill_inputs(prompts, reuse, self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         # A row's own positions (0 at its first token), whatever padding sits before its new tokens.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, reuse:]
@@ -278,9 +272,10 @@ class Engine:
         out = self._forward(rows, input_ids=ids, attention_mask=mask, position_ids=positions, cache=past, **extra)
         self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
         self.stats["cached_prompt_tokens"] += reuse * len(group)
-        if self.prefixes.max_bytes:
-            for i, (owner, prompt) in enumerate(zip(owners, prompts, strict=True)):
-                self.prefixes.store(owner, prompt, kv.row_layers(out.cache, i, mask[i].nonzero().squeeze(1)))
+        for i, (owner, prompt) in enumerate(zip(owners, prompts, strict=True)):
+            if n := self.prefixes.storable(owner, prompt):  # the row's first ``n`` real tokens
+                real = mask[i].nonzero().squeeze(1)[:n]
+                self.prefixes.store(owner, prompt[:n], kv.row_layers(out.cache, i, real))
         survivors = self._advance(group, out.logits[:, -1])
         if survivors:
             keep = [i for i, s in enumerate(group) if s in survivors]

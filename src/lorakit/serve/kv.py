@@ -53,6 +53,20 @@ def buffered(cache):
     return cache
 
 
+def prefill_inputs(prompts: list[list[int]], reuse: int, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Input ids ``(rows, L)`` of every prompt's tokens after its first ``reuse`` (cached) ones,
+    left-padded, and the attention mask ``(rows, reuse + L)`` over the cached and the new tokens."""
+    length = max(len(p) for p in prompts) - reuse
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), reuse + length), dtype=torch.long)
+    mask[:, :reuse] = 1
+    for i, prompt in enumerate(prompts):
+        start = length - (len(prompt) - reuse)  # the row's new tokens, left-padded to ``length``
+        ids[i, start:] = torch.tensor(prompt[reuse:])
+        mask[i, reuse + start:] = 1
+    return ids, mask
+
+
 def from_layers(layers: list[tuple[Tensor, Tensor]]):
     """A cache holding per layer ``(keys, values)``, each ``(rows, heads, L, dim)`` (a reused prompt prefix)."""
     from transformers.cache_utils import DynamicCache
@@ -61,7 +75,7 @@ def from_layers(layers: list[tuple[Tensor, Tensor]]):
 
 
 def row_layers(cache, row: int, columns: Tensor) -> list[tuple[Tensor, Tensor]]:
-    """Per layer, row ``row``'s keys and values at ``columns`` (its real tokens): ``(heads, n, dim)`` each."""
+    """Per layer, row ``row``'s keys and values at ``columns``: fresh ``(heads, n, dim)`` tensors each."""
     return [(layer.keys[row].index_select(1, columns), layer.values[row].index_select(1, columns))
             for layer in _layers(cache)]
 

@@ -76,20 +76,33 @@ class PrefixCache:
                  torch.stack([e.layers[i][1][:, :length] for e in entries]))
                 for i in range(len(entries[0].layers))]
 
-    def store(self, owner: Hashable, tokens: list[int], layers: list[tuple[Tensor, Tensor]]) -> None:
-        """Keep ``layers`` (per layer (keys, values), each (heads, n, dim) for ``tokens``) under their block prefixes."""
+    def storable(self, owner: Hashable, tokens: list[int]) -> int:
+        """How many leading tokens of ``tokens`` :meth:`store` would keep (0: nothing to store).
+
+        0 when the cache is off, the prompt is shorter than a block, or its block-aligned prefix is
+        cached already (that entry then counts as just used). Lets the caller skip gathering keys
+        and values that would not be kept.
+        """
         length = len(tokens) // self.block * self.block
         if length == 0 or self.max_bytes == 0:
-            return
-        keys = [(owner, tuple(tokens[:n])) for n in range(self.block, length + 1, self.block)]
-        if keys[-1] in self._index:  # this prefix is cached already (and so are its shorter ones)
-            self._entries.move_to_end(self._index[keys[-1]][0])
-            return
-        kept = [(k[:, :length].clone(), v[:, :length].clone()) for k, v in layers]
-        entry = _Entry(kept, sum(k.nbytes + v.nbytes for k, v in kept))
+            return 0
+        found = self._index.get((owner, tuple(tokens[:length])))
+        if found is not None:  # cached already (and so are its shorter prefixes)
+            self._entries.move_to_end(found[0])
+            return 0
+        return length
+
+    def store(self, owner: Hashable, tokens: list[int], layers: list[tuple[Tensor, Tensor]]) -> None:
+        """Keep ``layers`` (per layer (keys, values), each (heads, n, dim), ``n = len(tokens)``, a
+        multiple of the block from :meth:`storable`) under every block prefix of ``tokens``.
+
+        The tensors are kept as given: pass fresh ones, not views of a live cache.
+        """
+        entry = _Entry(layers, sum(k.nbytes + v.nbytes for k, v in layers))
         if entry.bytes > self.max_bytes:
             return
-        for key, n in zip(keys, range(self.block, length + 1, self.block), strict=True):
+        for n in range(self.block, len(tokens) + 1, self.block):
+            key = (owner, tuple(tokens[:n]))
             if key not in self._index:  # a shorter prefix cached by another prompt stays with that one
                 self._index[key] = (entry, n)
                 entry.keys.append(key)
