@@ -13,6 +13,7 @@ from lorakit.data.batches import (
     CausalLMCollator,
     ClassificationCollator,
     encode_prompt,
+    padded_width,
     truncate_pair,
 )
 
@@ -179,6 +180,47 @@ def test_classification_collator_pads_right_and_truncates():
     assert batch["input_ids"].tolist() == [ids("the cat sat"), ids("bad <pad> <pad>")]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [1, 0]
+
+
+def test_pad_multiple_rounds_the_width_up_but_never_past_max_length():
+    tok = make_tokenizer()
+    examples = [GenerationExample("hello world", "the cat sat"), GenerationExample("hello", "good")]  # 8 and 5
+    assert CausalLMCollator(tok, 32, pad_multiple=4)(examples)["input_ids"].shape == (2, 8)  # already a multiple
+    batch = CausalLMCollator(tok, 32, pad_multiple=16)(examples)
+    plain = CausalLMCollator(tok, 32)(examples)
+    assert batch["input_ids"].shape == (2, 16)
+    assert batch["input_ids"][:, :8].tolist() == plain["input_ids"].tolist()
+    assert (batch["input_ids"][:, 8:] == V["<pad>"]).all() and (batch["labels"][:, 8:] == IGNORE_INDEX).all()
+    assert (batch["attention_mask"][:, 8:] == 0).all()
+    assert CausalLMCollator(tok, 10, pad_multiple=16)(examples)["input_ids"].shape == (2, 10)  # the cap
+    cls = ClassificationCollator(tok, 5, pad_multiple=4)([ClassificationExample("bad", 0)])
+    assert cls["input_ids"].tolist() == [ids("bad <pad> <pad> <pad>")] and cls["attention_mask"].sum() == 1
+    assert padded_width([3, 9], 8, cap=12) == 12 and padded_width([3, 13], 8, cap=12) == 13
+    with pytest.raises(ValueError, match="pad multiple must be >= 1"):
+        CausalLMCollator(tok, 16, pad_multiple=0)
+
+
+def test_padding_to_a_multiple_leaves_the_causal_lm_loss_and_gradients_unchanged():
+    """The padded positions are masked: same summed loss and gradients as the unrounded batch (fp32)."""
+    from lorakit.train.objectives import summed_loss
+
+    tok = make_tokenizer()
+    config = transformers.LlamaConfig(vocab_size=len(WORDS), hidden_size=16, intermediate_size=32,
+                                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                      pad_token_id=V["<pad>"])
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    examples = [GenerationExample("hello world", "the cat sat"), GenerationExample("hello", "good")]
+    results = []
+    for multiple in (1, 16):
+        model.zero_grad()
+        loss = summed_loss("generate", model, CausalLMCollator(tok, 32, pad_multiple=multiple)(examples))
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (l1, g1), (l16, g16) = results
+    torch.testing.assert_close(l16, l1, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g16, g1, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_data_package_does_not_import_transformers():

@@ -3,7 +3,8 @@
 ``transformers`` is never imported here: collators work on the tokenizer object they are given
 (anything that behaves like a ``PreTrainedTokenizerFast``, see ``TokenizerLike``).
 
-Causal-LM layout of one example, padded on the right to the longest sequence of the batch::
+Causal-LM layout of one example, padded on the right to the longest sequence of the batch (rounded up to
+a multiple of ``pad_multiple``, see :func:`padded_width`)::
 
     input_ids  = [ prompt tokens | completion tokens | EOS | pad ... ]
     labels     = [ -100 ...      | completion tokens | EOS | -100 ... ]
@@ -109,17 +110,37 @@ def truncate_pair(prompt: list[int], completion: list[int], max_length: int) -> 
     return prompt[len(prompt) - keep :], completion[:1]
 
 
-def pad_right(sequences: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    """Stack sequences into a ``long`` tensor, padding each on the right with ``value``."""
-    width = max((len(s) for s in sequences), default=0)
+def padded_width(lengths: Sequence[int], multiple: int = 1, cap: int | None = None) -> int:
+    """The batch width: the longest length rounded up to a multiple of ``multiple``, never past ``cap``.
+
+    Why round at all: with right padding to the exact longest sequence nearly every step has a new
+    shape, and glibc's allocator then keeps the freed activation blocks of each size apart; a process
+    that trains several adapters (``train-many``) or long runs of varied lengths grows resident
+    memory step after step. A handful of widths lets freed blocks be reused (measured in
+    benchmarks/README, "train-many"). The padded positions are masked (attention mask, ignored labels),
+    so the loss and gradients are the unpadded ones up to rounding.
+    """
+    if multiple < 1:
+        raise ValueError(f"pad multiple must be >= 1, got {multiple}")
+    longest = max(lengths, default=0)
+    width = -(-longest // multiple) * multiple
+    return max(longest, min(width, cap)) if cap is not None else width
+
+
+def pad_right(sequences: Sequence[Sequence[int]], value: int, width: int | None = None) -> torch.Tensor:
+    """Stack sequences into a ``(len(sequences), width)`` ``long`` tensor, padded on the right with ``value``.
+
+    ``width`` defaults to the longest sequence.
+    """
+    if width is None:
+        width = max((len(s) for s in sequences), default=0)
     out = torch.full((len(sequences), width), value, dtype=torch.long)
     for row, seq in enumerate(sequences):
         out[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
     return out
 
 
-def _attention_mask(lengths: Sequence[int]) -> torch.Tensor:
-    width = max(lengths, default=0)
+def _attention_mask(lengths: Sequence[int], width: int) -> torch.Tensor:
     return (torch.arange(width)[None, :] < torch.tensor(list(lengths))[:, None]).long()
 
 
@@ -131,11 +152,13 @@ class ClassificationCollator:
     ``*ForSequenceClassification`` does, given ``config.pad_token_id``).
     """
 
-    def __init__(self, tokenizer: TokenizerLike, max_length: int) -> None:
+    def __init__(self, tokenizer: TokenizerLike, max_length: int, pad_multiple: int = 1) -> None:
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
+        padded_width([], pad_multiple)  # checks it
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.pad_multiple = pad_multiple
         self.pad_id = resolve_pad_id(tokenizer)
 
     def __call__(self, examples: Sequence[ClassificationExample]) -> dict[str, torch.Tensor]:
@@ -145,9 +168,11 @@ class ClassificationCollator:
         encoded = self.tokenizer(
             [e.text for e in examples], truncation=True, max_length=self.max_length, add_special_tokens=True
         )["input_ids"]
+        lengths = [len(ids) for ids in encoded]
+        width = padded_width(lengths, self.pad_multiple, self.max_length)
         return {
-            "input_ids": pad_right(encoded, self.pad_id),
-            "attention_mask": _attention_mask([len(ids) for ids in encoded]),
+            "input_ids": pad_right(encoded, self.pad_id, width),
+            "attention_mask": _attention_mask(lengths, width),
             "labels": torch.tensor([e.label for e in examples], dtype=torch.long),
         }
 
@@ -159,10 +184,13 @@ class CausalLMCollator:
     """
 
     def __init__(
-        self, tokenizer: TokenizerLike, max_length: int, use_chat_template: bool | None = None
+        self, tokenizer: TokenizerLike, max_length: int, use_chat_template: bool | None = None,
+        pad_multiple: int = 1,
     ) -> None:
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
+        padded_width([], pad_multiple)  # checks it
+        self.pad_multiple = pad_multiple
         if getattr(tokenizer, "eos_token_id", None) is None:
             raise ValueError(
                 "the tokenizer has no EOS token, needed to end completions; set tokenizer.eos_token"
@@ -193,8 +221,10 @@ class CausalLMCollator:
         if not examples:
             raise ValueError("cannot collate an empty batch")
         pairs = [self.encode(e) for e in examples]
+        lengths = [len(ids) for ids, _ in pairs]
+        width = padded_width(lengths, self.pad_multiple, self.max_length)
         return {
-            "input_ids": pad_right([ids for ids, _ in pairs], self.pad_id),
-            "attention_mask": _attention_mask([len(ids) for ids, _ in pairs]),
-            "labels": pad_right([labels for _, labels in pairs], IGNORE_INDEX),
+            "input_ids": pad_right([ids for ids, _ in pairs], self.pad_id, width),
+            "attention_mask": _attention_mask(lengths, width),
+            "labels": pad_right([labels for _, labels in pairs], IGNORE_INDEX, width),
         }

@@ -108,9 +108,9 @@ def prepare(cfg: TrainConfig, ctx: DistContext, load: Callable[..., Any] = load_
     loaded = load(cfg, train, ctx)
     loaded.model.to(ctx.device)
     if cfg.task == "classify":
-        collate = ClassificationCollator(loaded.tokenizer, cfg.max_length)
+        collate = ClassificationCollator(loaded.tokenizer, cfg.max_length, pad_multiple=cfg.pad_multiple)
     else:
-        collate = CausalLMCollator(loaded.tokenizer, cfg.max_length)
+        collate = CausalLMCollator(loaded.tokenizer, cfg.max_length, pad_multiple=cfg.pad_multiple)
     rows, train_collate, packing = training_rows(cfg, train.examples, collate, loaded.model)
     return Prepared(cfg, train, eval_set, test_set, loaded, collate, splits.report, rows, train_collate, packing)
 
