@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorakit.core._torch import conv_forward
+from lorakit._torch import conv_forward
 from lorakit.core.registry import LayerKind, LinearKind, register
 
 

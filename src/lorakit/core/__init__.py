@@ -1,6 +1,7 @@
 """lorakit.core: LoRA layers, variants, targeting, injection, merging.
 
-Depends on torch and safetensors only (an import-boundary test keeps it so). The PEFT file layout
+Depends on torch and safetensors only (an import-boundary test keeps it so); the one lorakit module
+it imports from outside is the torch shim :mod:`lorakit._torch`. The PEFT file layout
 (config, key names, read/write, tensor checks) lives in :mod:`lorakit.io`.
 """
 

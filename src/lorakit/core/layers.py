@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lorakit.core._torch import own_parameter
+from lorakit._torch import own_parameter
 from lorakit.core.registry import LayerKind, delta_matrix
 from lorakit.core.variants import INITS, LORA, Lora, lookup
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lorakit.core._torch import foreach_norm
+from lorakit._torch import foreach_norm
 from lorakit.core.inject import lora_layers
 from lorakit.core.layers import LoraLayer
 from lorakit.core.targeting import name_matches
