@@ -74,11 +74,13 @@ def summarise(row: Row, result: dict) -> dict:
 
 
 def carried_rows(name: str, args: argparse.Namespace, ran: set[str]) -> list[dict]:
-    """Rows of an earlier ``results/<name>.json`` at the same budget that this run did not produce.
+    """Lines of an earlier ``results/<name>.json`` at the same budget for methods this run left out.
 
-    A row's run folder (runs/reproduce/) may be gone on a fresh machine while its measured line is kept
-    in results/; re-running it only to rebuild the table would cost its whole training time. Carried
-    lines keep their own commands and gain ``carried_from`` (the date they were measured).
+    ``ran``: the methods this run attempted; their old lines are dropped even when the new attempt
+    failed, so a table never mixes a stale line with a failed re-run of it. A row's run folder
+    (runs/reproduce/) may be gone on a fresh machine while its measured line is kept in results/;
+    re-running it only to rebuild the table would cost its whole training time. Carried lines keep
+    their own commands and gain ``carried_from`` (the date they were measured).
     """
     path = RESULTS / f"{name}.json"
     if not path.exists():
