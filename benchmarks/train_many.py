@@ -54,7 +54,8 @@ def shared_options(args: argparse.Namespace) -> dict:
     """Options every run gets (train-many: top level; lorakit train: flags)."""
     return {"max_steps": args.steps, "batch_size": args.batch_size, "base_eval": False, "eval_every": 0,
             "eval_limit": args.eval_limit, "base_dtype": args.base_dtype, "threads": args.threads,
-            "progress": False, "max_new_tokens": 16, **({"checkpointing": True} if args.checkpointing else {})}
+            "progress": False, "max_new_tokens": 16, **({"checkpointing": True} if args.checkpointing else {}),
+            **({"pad_multiple": args.pad_multiple} if args.pad_multiple else {})}
 
 
 def _flags(options: dict) -> list[str]:
@@ -144,6 +145,7 @@ def measure(args: argparse.Namespace) -> dict:
                for n, ways in raw.items()}
     return {"suite": args.suite, "model": model, "steps": args.steps, "batch_size": args.batch_size,
             "threads": args.threads, "base_dtype": args.base_dtype, "checkpointing": args.checkpointing,
+            "pad_multiple": args.pad_multiple,
             "reps": args.reps,
             "jobs": {n: jobs_for(int(n), args.suite) for n in raw}, "median": medians, "runs": raw}
 
@@ -203,6 +205,8 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=64)
     parser.add_argument("--base-dtype", default="fp32")
     parser.add_argument("--checkpointing", action="store_true", help="every run with --checkpointing")
+    parser.add_argument("--pad-multiple", type=int, default=None,
+                        help="every run with this --pad-multiple (default: lorakit's, 16)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--name", default="train_many", help="results/<name>.{json,md}")
