@@ -44,14 +44,50 @@ def base_row(eval_limit: int, threads: int) -> Row:
     return Row(f"nlg-e2e-base-l{eval_limit}", args, {"method": "base (zero-shot)"}, verb="eval")
 
 
-def train_rows(steps: int, eval_limit: int, threads: int, epochs: float | None = None) -> list[Row]:
-    """One training row per method: ``steps`` optimizer steps, or ``epochs`` passes over the training pairs."""
+def with_lr(extra: tuple[str, ...], lr: str) -> tuple[str, ...]:
+    """A method's train arguments with its ``--lr`` value replaced by ``lr``."""
+    i = extra.index("--lr")
+    return (*extra[:i + 1], lr, *extra[i + 2:])
+
+
+def train_rows(steps: int, eval_limit: int, threads: int, epochs: float | None = None,
+               lrs: dict[str, list[str]] | None = None, base_dtype: str = "bf16") -> list[Row]:
+    """One training row per method: ``steps`` optimizer steps, or ``epochs`` passes over the training pairs.
+
+    ``lrs`` maps a method to the learning rates to search for it: one row per rate, named
+    ``<method>@<lr>``; methods not in it get their single row at the rate in ``METHODS``. The frozen base's
+    precision is pinned (``--base-dtype``; full fine-tuning always trains fp32 weights) so that a changed
+    default never changes a row.
+    """
     budget = ("--epochs", f"{epochs:g}") if epochs else ("--max-steps", str(steps))
     common = ("--batch-size", "8", *budget, "--eval-every", "0", "--no-base-eval",
               "--eval-limit", str(eval_limit), "--eval-batch-size", "50", "--threads", str(threads), "--seed", "0")
     tag = f"e{epochs:g}" if epochs else f"n{steps}"
-    return [Row(f"nlg-e2e-{method}-{tag}-l{eval_limit}", ("smollm2", "e2e", *extra, *common), {"method": method})
-            for method, extra in METHODS.items()]
+    rows = []
+    for method, extra in METHODS.items():
+        pinned = extra if "--full" in extra else (*extra, "--base-dtype", base_dtype)
+        if method not in (lrs or {}):
+            rows.append(Row(f"nlg-e2e-{method}-{tag}-l{eval_limit}", ("smollm2", "e2e", *pinned, *common),
+                            {"method": method}))
+            continue
+        for lr in lrs[method]:
+            rows.append(Row(f"nlg-e2e-{method}-lr{lr}-{tag}-l{eval_limit}",
+                            ("smollm2", "e2e", *with_lr(pinned, lr), *common),
+                            {"method": f"{method}@{lr}", "lr": float(lr)}))
+    return rows
+
+
+def parse_lrs(text: str) -> dict[str, list[str]]:
+    """``"lora-qv-r8=1e-3,2e-3;full=2e-5"`` -> {method: [rates]}; unknown methods are an error."""
+    out: dict[str, list[str]] = {}
+    for part in filter(None, text.split(";")):
+        method, _, rates = part.partition("=")
+        if method not in METHODS or not rates:
+            raise SystemExit(f"--lrs: {part!r} is not METHOD=LR,LR (methods: {', '.join(METHODS)})")
+        for lr in rates.split(","):
+            float(lr)  # a bad number fails here, before any run starts
+        out[method] = rates.split(",")
+    return out
 
 
 def summarise(row: Row, result: dict) -> dict:
@@ -60,6 +96,8 @@ def summarise(row: Row, result: dict) -> dict:
     # runs / commands: lists, as in nlu.py's table (there a line can average several seeds)
     line = {"method": row.labels["method"], **{m: scores.get(m) for m in METRICS}, "commands": [row.command],
             "runs": [row.key]}
+    if "--lr" in row.args:
+        line["lr"] = float(row.args[row.args.index("--lr") + 1])
     if row.verb == "train":
         line.update({
             "trainable_params": result["trainable_params"], "trainable_percent": result["trainable_percent"],
@@ -73,25 +111,30 @@ def summarise(row: Row, result: dict) -> dict:
     return line
 
 
-def carried_rows(name: str, args: argparse.Namespace, ran: set[str]) -> list[dict]:
-    """Lines of an earlier ``results/<name>.json`` at the same budget for methods this run left out.
+def earlier_lines(name: str, args: argparse.Namespace) -> dict[str, dict]:
+    """method -> line of an earlier ``results/<name>.json`` at the same budget (empty without one or with --fresh).
 
-    ``ran``: the methods this run attempted; their old lines are dropped even when the new attempt
-    failed, so a table never mixes a stale line with a failed re-run of it. A row's run folder
-    (runs/reproduce/) may be gone on a fresh machine while its measured line is kept in results/;
-    re-running it only to rebuild the table would cost its whole training time. Carried lines keep
-    their own commands and gain ``carried_from`` (the date they were measured).
+    A row's run folder (runs/reproduce/) may be gone on a fresh machine while its measured line is kept
+    in results/; re-running it only to rebuild the table would cost its whole training time. Carried
+    lines keep their own commands and gain ``carried_from`` (the date they were measured).
     """
     path = RESULTS / f"{name}.json"
-    if not path.exists():
-        return []
+    if args.fresh or not path.exists():
+        return {}
     old = json.loads(path.read_text(encoding="utf-8"))
     if (old.get("epochs"), old.get("eval_limit")) != (args.epochs, args.eval_limit) or (
             not args.epochs and old.get("steps") != args.steps):
-        return []
+        return {}
     when = old.get("machine", {}).get("date")
-    return [{**line, "carried_from": line.get("carried_from", when)} for line in old.get("table", [])
-            if line["method"] not in ran]
+    return {line["method"]: {**line, "carried_from": line.get("carried_from", when)} for line in old.get("table", [])}
+
+
+def carried_line(row: Row, old: dict[str, dict]) -> dict | None:
+    """The earlier line of ``row`` if it ran the same command and its run folder is gone (else None: run it)."""
+    line = old.get(row.labels["method"])
+    if line is None or row.out.exists() or line["commands"] != [row.command]:
+        return None
+    return line
 
 
 def main() -> None:
@@ -104,30 +147,48 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--methods", default="base," + ",".join(METHODS), help="subset of rows to run")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per row before it is left resumable")
+    parser.add_argument("--lrs", default="", help="learning-rate search: 'METHOD=LR,LR;METHOD=LR' "
+                        "(one row per rate, named METHOD@LR; these methods run only at these rates)")
+    parser.add_argument("--base-dtype", default="bf16", help="frozen-base precision of the searched LoRA rows")
     parser.add_argument("--fresh", action="store_true",
                         help="do not carry over rows of an earlier results/<name>.json that this run did not run")
     args = parser.parse_args()
     wanted = args.methods.split(",")
+    lrs = parse_lrs(args.lrs)
     rows = ([base_row(args.eval_limit, args.threads)] if "base" in wanted else [])
-    rows += [r for r in train_rows(args.steps, args.eval_limit, args.threads, args.epochs)
-             if r.labels["method"] in wanted]
-    table = []
+    rows += [r for r in train_rows(args.steps, args.eval_limit, args.threads, args.epochs, lrs, args.base_dtype)
+             if r.labels["method"].split("@")[0] in wanted]
+    old = earlier_lines(args.name, args)
+    # Lines of methods this run does not attempt are kept as they were; an attempted row whose earlier
+    # line has the same command and no run folder left is carried, not re-run; any other attempted row
+    # loses its old line even if the re-run fails, so a table never mixes a stale line with a failed re-run.
+    attempted = {r.labels["method"] for r in rows}
+    carried = [line for method, line in old.items() if method not in attempted]
+    table: list[dict] = []
+    # The results are rewritten after every row: a sweep of many 35-minute rows that is stopped keeps
+    # every row it finished (its run folder may not survive a fresh machine; the results file does).
     for row in rows:
+        if (line := carried_line(row, old)) is not None:
+            table.append(line)
+            continue
         result = run_row(row, args.timeout)
         if result is not None:
             table.append(summarise(row, result))
-    carried = [] if args.fresh else carried_rows(args.name, args, {r.labels["method"] for r in rows})
-    table, rows_total = carried + table, len(carried) + len(rows)
+            write_table(args, carried + table, len(carried) + len(rows))
+    for path in write_table(args, carried + table, len(carried) + len(rows)):
+        print("wrote", path)
+
+
+def write_table(args: argparse.Namespace, table: list[dict], rows_total: int) -> tuple[Path, Path]:
+    """Write results/<name>.{json,md} for the rows finished so far."""
     payload = {"machine": machine(), "rows_done": len(table), "rows_total": rows_total, "steps": args.steps,
                "epochs": args.epochs, "eval_limit": args.eval_limit, "table": table}
     budget = f"{args.epochs:g} epoch(s)" if args.epochs else f"{args.steps} steps"
     md = (f"# Table 3 analogue: smollm2 on E2E, {budget} of batch 8, first {args.eval_limit} test MRs\n\n"
           f"{len(table)}/{rows_total} rows finished. Scores against all references of each MR (greedy decoding).\n\n"
-          + markdown_table(table, ["method", "trainable_params", "trainable_percent", *METRICS, "steps", "base_dtype",
-                                   "train_minutes",
-                                   "tokens_per_s", "peak_memory_mb", "saved_mb"]))
-    for path in write_results(args.name, payload, md):
-        print("wrote", path)
+          + markdown_table(table, ["method", "lr", "trainable_params", "trainable_percent", *METRICS, "steps",
+                                   "base_dtype", "train_minutes", "tokens_per_s", "peak_memory_mb", "saved_mb"]))
+    return write_results(args.name, payload, md)
 
 
 if __name__ == "__main__":
