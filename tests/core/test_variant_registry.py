@@ -1,4 +1,4 @@
-"""The variant / init registry: core holds plain LoRA and "kaiming"; lorakit.variants registers the rest."""
+"""The variant / init registry: core holds plain LoRA and "kaiming"; lorakit.core.variants.dora and .inits define the rest."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 import lorakit
-from lorakit.core.variants import INITS, LORA, VARIANTS, Init, lookup, register_variant
-from lorakit.variants import DORA
+from lorakit.core.variants import DORA, INITS, LORA, VARIANTS, Init, lookup, register_variant
 
 
 def test_builtins_register_when_lorakit_is_imported():

@@ -18,6 +18,7 @@ from lorakit.core.layers import LoraLayer
 from lorakit.core.registry import require_kind
 from lorakit.core.spec import BIAS_MODES, LoraSpec
 from lorakit.core.targeting import Target, name_matches, select_targets
+from lorakit.errors import LorakitError
 
 SPEC_ATTR = "lorakit_spec"
 TARGETS_ATTR = "lorakit_targets"
@@ -44,7 +45,7 @@ def inject(model: nn.Module, spec: LoraSpec, targets: list[Target] | None = None
     starts at zero, or an SVD init's ``s·B0·A0`` is moved out of the base weight).
     """
     if lora_layers(model):
-        raise ValueError("this model already holds LoRA layers: unload() it before injecting again")
+        raise LorakitError("this model already holds LoRA layers: unload() it before injecting again")
     if targets is None:
         targets = select_targets(model, spec)
     variant = spec.variant
@@ -79,12 +80,12 @@ def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 def mark_trainable(model: nn.Module, bias: str = "none", modules_to_save: tuple[str, ...] = ()) -> None:
     """Only adapter parameters train, plus biases per ``bias`` mode and the named modules in full."""
     if bias not in BIAS_MODES:
-        raise ValueError(f"bias must be one of {', '.join(BIAS_MODES)}, got {bias!r}")
+        raise LorakitError(f"bias must be one of {', '.join(BIAS_MODES)}, got {bias!r}")
     saved = {}
     for pattern in modules_to_save:  # checked before any flag changes
         saved[pattern] = [p for p, _ in model.named_modules() if p and name_matches(pattern, p)]
         if not saved[pattern]:
-            raise ValueError(f"modules_to_save entry {pattern!r} matches no module")
+            raise LorakitError(f"modules_to_save entry {pattern!r} matches no module")
     adapter = {id(p) for p in adapter_parameters(model).values()}
     for name, param in model.named_parameters():
         param.requires_grad = id(param) in adapter or (bias == "all" and name.rpartition(".")[2] == "bias")
@@ -118,13 +119,13 @@ def merge(model: nn.Module) -> MergeReport:
     tied = [p for p, m in lora_layers(model).items() if m in layers and owners[id(m.weight)] > 1]
     if tied:
         # A tied weight (lm_head = input embeddings) would change both modules; refuse, don't surprise.
-        raise ValueError(f"refusing to merge into tied weights of {', '.join(tied)}: untie them first")
+        raise LorakitError(f"refusing to merge into tied weights of {', '.join(tied)}: untie them first")
     with torch.no_grad():
         weights = []
         for layer in layers:
             merged = layer.variant.merged(layer, layer.weight.float(), remember=True)
             if not torch.isfinite(merged).all():
-                raise ValueError(f"refusing to merge: the adapter's update is not finite in {type(layer.base).__name__}")
+                raise LorakitError(f"refusing to merge: the adapter's update is not finite in {type(layer.base).__name__}")
             weights.append(merged)
         gen = torch.Generator().manual_seed(0)
         max_abs = max_rel = 0.0
@@ -180,7 +181,7 @@ def disabled(model: nn.Module) -> Iterator[nn.Module]:
     """Run the base model with every adapter switched off; restored on exit, even on error."""
     layers = list(lora_layers(model).values())
     if any(layer.merged for layer in layers):
-        raise ValueError("cannot disable a merged adapter: unmerge(model) first")
+        raise LorakitError("cannot disable a merged adapter: unmerge(model) first")
     previous = [layer.disabled for layer in layers]
     try:
         for layer in layers:

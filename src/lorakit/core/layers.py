@@ -26,9 +26,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lorakit._torch import own_parameter
+from lorakit.core._torch import own_parameter
 from lorakit.core.registry import LayerKind, delta_matrix
 from lorakit.core.variants import INITS, LORA, Lora, lookup
+from lorakit.errors import LorakitError
 
 
 class LoraLayer(nn.Module):
@@ -134,7 +135,7 @@ def slice_mask(b_shape: tuple[int, ...], slices: tuple[int, tuple[int, ...]], de
     n, selected = slices
     out, rank = b_shape[0], b_shape[1]
     if out % n:
-        raise ValueError(f"cannot split {out} output features into {n} equal slices")
+        raise LorakitError(f"cannot split {out} output features into {n} equal slices")
     chunk, r = out // n, rank // len(selected)
     mask = torch.zeros(b_shape[:2], device=device, dtype=dtype)
     for j, c in enumerate(selected):

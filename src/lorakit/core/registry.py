@@ -8,10 +8,9 @@ the base weight and the (out, in) matrix ``B·A``). This is the one extension po
 it compares kind names.
 
 Lookup is by the exact type's qualified name, never ``isinstance``: a subclass (a quantised Linear,
-say) may compute something different and must be registered on purpose. The core holds the protocol
-and ``nn.Linear``, the layer of the LoRA equation; the other built-in kinds (``nn.Embedding``,
-``nn.Conv1d/2d``, GPT-2's ``Conv1D``) register from :mod:`lorakit.layer_kinds` and the quantized
-ones from :mod:`lorakit.models.precision`, as any extension would.
+say) may compute something different and must be registered on purpose. This module holds the protocol
+and the table; the built-in kinds live in :mod:`lorakit.core.kinds` and are registered once, explicitly,
+by ``lorakit.core``'s ``__init__`` (:func:`~lorakit.core.kinds.register_builtin_kinds`).
 """
 
 from __future__ import annotations
@@ -19,12 +18,12 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorakit.core.lora_linear import lora_linear
+from lorakit.errors import LorakitError, UnsupportedLayerError
 
-DENSE = frozenset({"slices", "serve", "all-linear", "dora", "svd-init"})
+# PEFT's tensor names for A and B of a linear-like layer (a kind may declare others, e.g. embeddings).
+LORA_NAMES = ("lora_A.weight", "lora_B.weight")
 
 
 def delta_matrix(A: Tensor, B: Tensor) -> Tensor:
@@ -41,7 +40,7 @@ class LayerKind(Protocol):
     """
 
     name: str
-    names: tuple[str, str] = ("lora_A.weight", "lora_B.weight")  # PEFT's tensor names for A and B
+    names: tuple[str, str] = LORA_NAMES  # PEFT's tensor names for A and B
     supports: frozenset[str] = frozenset()
     fan_in_fan_out: bool = False  # PEFT's flag: the base weight is stored (in, out)
 
@@ -77,27 +76,6 @@ class LayerKind(Protocol):
         raise NotImplementedError
 
 
-class LinearKind(LayerKind):
-    """``nn.Linear``: weight (out, in); A (r, in), B (out, r)."""
-
-    name = "linear"
-    supports = DENSE
-
-    def features(self, base):
-        return base.in_features, base.out_features
-
-    def factor_shapes(self, base, r):
-        d_in, d_out = self.features(base)
-        return (r, d_in), (d_out, r)
-
-    def base_forward(self, layer, x, bias=True):
-        return F.linear(x, layer.weight, layer.bias if bias else None)
-
-    def lora_forward(self, layer, x, A, B, p, training):
-        return lora_linear(x, A, B, p if training else 0.0)
-
-    def probe(self, base, generator):
-        return torch.randn(4, self.features(base)[0], generator=generator).to(base.weight)
 
 
 def qualified_name(cls: type) -> str:
@@ -112,7 +90,7 @@ def register(base_type: type | str, kind: LayerKind) -> None:
     """Register ``kind`` for an exact base type (or its qualified name). Registering twice is an error."""
     key = base_type if isinstance(base_type, str) else qualified_name(base_type)
     if key in _REGISTRY:
-        raise ValueError(f"a LoRA kind is already registered for {key} ({_REGISTRY[key].name})")
+        raise LorakitError(f"a LoRA kind is already registered for {key} ({_REGISTRY[key].name})")
     _REGISTRY[key] = kind
 
 
@@ -121,12 +99,25 @@ def kind_for(module: nn.Module) -> LayerKind | None:
     return _REGISTRY.get(qualified_name(type(module)))
 
 
+def registered_kind(qualified: str) -> LayerKind | None:
+    """The kind registered under a type's qualified name (``module.QualName``), or None."""
+    return _REGISTRY.get(qualified)
+
+
 def require_kind(module: nn.Module, path: str) -> LayerKind:
     """Like :func:`kind_for`, but an unsupported type raises an error listing the supported ones."""
     if (kind := kind_for(module)) is None:
-        raise TypeError(f"cannot adapt {path!r}: layer type {type(module).__name__} is not supported; "
-                        f"supported: {', '.join(supported_types())}")
+        raise UnsupportedLayerError(f"cannot adapt {path!r}: layer type {type(module).__name__} is not supported; "
+                                    f"supported: {', '.join(supported_types())}")
     return kind
+
+
+def check_supports(kind: LayerKind, needs: frozenset[str] | set[str], path: str) -> None:
+    """Raise if ``kind`` lacks any of ``needs`` (a variant's or init's ``requires``, "slices"); the
+    error names the layer, what is missing and what the kind does support."""
+    if missing := set(needs) - kind.supports:
+        raise LorakitError(f"cannot adapt {path!r} ({kind.name}): {', '.join(sorted(missing))} not supported on "
+                           f"this layer kind; it supports: {', '.join(sorted(kind.supports)) or 'plain LoRA only'}")
 
 
 def factor_names() -> list[tuple[str, str]]:
@@ -138,5 +129,3 @@ def supported_types() -> list[str]:
     """Short names of every registered base layer type."""
     return sorted(key.rsplit(".", 1)[-1] for key in _REGISTRY)
 
-
-register(nn.Linear, LinearKind())

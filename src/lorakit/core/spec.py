@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
 from lorakit.core.variants import INITS, LORA, VARIANTS, Init, Lora, lookup
+from lorakit.errors import LorakitError
 
 BIAS_MODES = ("none", "all", "lora_only")
 
@@ -21,15 +22,15 @@ def _frozen_map(value: Mapping | None, what: str, cast: type) -> Mapping:
     if value is None:
         return MappingProxyType({})
     if not isinstance(value, Mapping):
-        raise ValueError(f"{what} must be a mapping of pattern -> value, got {type(value).__name__}")
+        raise LorakitError(f"{what} must be a mapping of pattern -> value, got {type(value).__name__}")
     out = {}
     for key, val in value.items():
         if not isinstance(key, str) or not key:
-            raise ValueError(f"{what}: keys must be non-empty strings, got {key!r}")
+            raise LorakitError(f"{what}: keys must be non-empty strings, got {key!r}")
         try:
             out[key] = cast(val)
         except (TypeError, ValueError):
-            raise ValueError(f"{what}[{key!r}] must be a number, got {val!r}") from None
+            raise LorakitError(f"{what}[{key!r}] must be a number, got {val!r}") from None
     return MappingProxyType(out)
 
 
@@ -76,23 +77,23 @@ class LoraSpec:
         object.__setattr__(self, "rank_pattern", _frozen_map(self.rank_pattern, "rank_pattern", int))
         object.__setattr__(self, "alpha_pattern", _frozen_map(self.alpha_pattern, "alpha_pattern", float))
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
-            raise ValueError(f"rank r must be a positive integer, got {self.r!r}")
+            raise LorakitError(f"rank r must be a positive integer, got {self.r!r}")
         for key, rank in self.rank_pattern.items():
             if rank < 1:
-                raise ValueError(f"rank_pattern[{key!r}] must be a positive integer, got {rank}")
+                raise LorakitError(f"rank_pattern[{key!r}] must be a positive integer, got {rank}")
         if not (isinstance(self.alpha, int | float) and math.isfinite(self.alpha) and self.alpha > 0):
-            raise ValueError(f"alpha must be a finite number > 0, got {self.alpha!r}")
+            raise LorakitError(f"alpha must be a finite number > 0, got {self.alpha!r}")
         if not (isinstance(self.dropout, int | float) and 0.0 <= self.dropout < 1.0):
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+            raise LorakitError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not self.targets or not all(isinstance(t, str) and t.strip() for t in self.targets):
-            raise ValueError(f"targets must be a non-empty list of non-empty strings, got {self.targets!r}")
+            raise LorakitError(f"targets must be a non-empty list of non-empty strings, got {self.targets!r}")
         if self.initializer.moves_base and self.variant is not LORA:
-            raise ValueError(f"init={self.init!r} cannot be combined with {self.variant.name}: its saved adapter is "
-                             "only an ordinary LoRA relative to the original base")
+            raise LorakitError(f"init={self.init!r} cannot be combined with {self.variant.name}: its saved adapter is "
+                               "only an ordinary LoRA relative to the original base")
         if self.bias not in BIAS_MODES:
-            raise ValueError(f"bias must be one of {', '.join(BIAS_MODES)}, got {self.bias!r}")
+            raise LorakitError(f"bias must be one of {', '.join(BIAS_MODES)}, got {self.bias!r}")
         if self.layers is not None and any(i < 0 for i in self.layers):
-            raise ValueError(f"layers must be non-negative indices, got {self.layers!r}")
+            raise LorakitError(f"layers must be non-negative indices, got {self.layers!r}")
         for what, patterns in (("targets", self.targets), ("modules_to_save", self.modules_to_save),
                                ("rank_pattern", tuple(self.rank_pattern)), ("alpha_pattern", tuple(self.alpha_pattern))):
             for pattern in patterns:
@@ -100,7 +101,7 @@ class LoraSpec:
                     try:
                         re.compile(pattern[3:])
                     except re.error as exc:
-                        raise ValueError(f"{what}: {pattern!r} is not a valid regex ({exc})") from None
+                        raise LorakitError(f"{what}: {pattern!r} is not a valid regex ({exc})") from None
 
     def __reduce__(self):
         # mappingproxy fields cannot be pickled or deep-copied as they are: rebuild from plain dicts,
@@ -110,7 +111,7 @@ class LoraSpec:
 
     @property
     def variant(self) -> Lora:
-        """The registered variant this spec asks for (DoRA registers from :mod:`lorakit.variants`)."""
+        """The registered variant this spec asks for (DoRA: :mod:`lorakit.core.variants.dora`)."""
         return lookup(VARIANTS, "variant", "dora" if self.dora else "lora")
 
     @property

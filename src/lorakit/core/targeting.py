@@ -14,15 +14,16 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from lorakit.core.registry import kind_for, require_kind, supported_types
+from lorakit.core.presets import PRESETS
+from lorakit.core.registry import check_supports, kind_for, require_kind, supported_types
 from lorakit.core.spec import LoraSpec
+from lorakit.errors import LorakitError, UnsupportedLayerError
 
-# Preset name -> module-name suffixes. The tables for the model families lorakit knows ("qv",
-# "attention", "ffn") register from lorakit.presets: model knowledge, not the LoRA core.
-PRESETS: dict[str, tuple[str, ...]] = {}
 ALL_LINEAR = "all-linear"
+# Sequence-classification heads (BERT-like / decoder models): trained in full, saved as modules_to_save.
+CLASSIFIER_HEADS = ("classifier", "score")
 # Output heads that "all-linear" leaves alone (the paper adapts the body, not the head).
-HEAD_NAMES = ("lm_head", "classifier", "score", "qa_outputs", "cls")
+HEAD_NAMES = ("lm_head", *CLASSIFIER_HEADS, "qa_outputs", "cls")
 _QKV = {"q": 0, "k": 1, "v": 2}
 
 
@@ -64,14 +65,14 @@ def parse_target(target: str) -> tuple[str, tuple[int, tuple[int, ...]] | None]:
         try:
             n, sel = int(n_text), tuple(int(p) for p in picks.split(","))
         except ValueError:
-            raise ValueError(f"bad slice spec in {target!r}: use e.g. c_attn[0,2/3]") from None
+            raise LorakitError(f"bad slice spec in {target!r}: use e.g. c_attn[0,2/3]") from None
     else:
         try:
             n, sel = 3, tuple(_QKV[p] for p in inner.split(","))
         except KeyError:
-            raise ValueError(f"bad slice spec in {target!r}: letters must be q, k, v (or use [0,2/3])") from None
+            raise LorakitError(f"bad slice spec in {target!r}: letters must be q, k, v (or use [0,2/3])") from None
     if len(set(sel)) != len(sel) or any(not 0 <= s < n for s in sel) or n < 1:
-        raise ValueError(f"bad slice spec in {target!r}: indices must be distinct and in 0..{n - 1}")
+        raise LorakitError(f"bad slice spec in {target!r}: indices must be distinct and in 0..{n - 1}")
     return name, (n, tuple(sorted(sel)))
 
 
@@ -130,13 +131,13 @@ def select_targets(model: nn.Module, spec: LoraSpec) -> list[Target]:
         )
         if not hits and not covered:
             where = f" in layers {list(spec.layers)}" if spec.layers is not None else ""
-            raise ValueError(
+            raise LorakitError(
                 f"target {target!r} matches no module{where}; presets: {', '.join([*PRESETS, ALL_LINEAR])}; "
                 f"a suffix like 'q_proj' or a regex like 're:.*attn.*' (see `lorakit inspect MODEL`)"
             )
         for path, slices in hits:
             if path in chosen and chosen[path] != slices:
-                raise ValueError(f"module {path!r} is targeted twice with different slices")
+                raise LorakitError(f"module {path!r} is targeted twice with different slices")
             chosen[path] = slices
     targets = []
     requires = spec.variant.requires | spec.initializer.requires
@@ -146,14 +147,12 @@ def select_targets(model: nn.Module, spec: LoraSpec) -> list[Target]:
         slices = chosen[path]
         kind.check(module, path)
         needs = requires | ({"slices"} if slices is not None else set())
-        if needs - kind.supports:
-            raise ValueError(f"cannot adapt {path!r} ({kind.name}): {', '.join(sorted(needs - kind.supports))} "
-                             f"not supported on this layer kind")
+        check_supports(kind, needs, path)
         if slices is not None and spec.initializer.moves_base:
-            raise ValueError(f"init={spec.init!r} cannot adapt slices of a fused projection ({path!r})")
+            raise LorakitError(f"init={spec.init!r} cannot adapt slices of a fused projection ({path!r})")
         d_in, d_out = kind.features(module)
         if slices is not None and d_out % slices[0]:
-            raise ValueError(f"{path!r}: {d_out} output features do not split into {slices[0]} slices")
+            raise LorakitError(f"{path!r}: {d_out} output features do not split into {slices[0]} slices")
         r = int(override(spec.rank_pattern, path, spec.r))
         alpha = float(override(spec.alpha_pattern, path, spec.alpha))
         targets.append(Target(path, kind.name, d_in, d_out, r, alpha, slices))
@@ -177,6 +176,6 @@ def _resolve_one(model, modules, target, spec, saved) -> list[tuple[str, tuple |
             if kind_for(m) is not None:
                 hits[p] = slices
             elif target not in PRESETS:  # presets skip what cannot be adapted: "query" may also name a container
-                raise TypeError(f"target {target!r} matches {p!r}, a {type(m).__name__}, which cannot be adapted; "
-                                f"supported: {', '.join(supported_types())}")
+                raise UnsupportedLayerError(f"target {target!r} matches {p!r}, a {type(m).__name__}, which cannot be adapted; "
+                                            f"supported: {', '.join(supported_types())}")
     return list(hits.items())

@@ -1,4 +1,4 @@
-"""lorakit.report.parameter_report: the paper's counts, shared (tied) tensors counted once."""
+"""lorakit.core.report.parameter_report: the paper's counts, shared (tied) tensors counted once."""
 
 import torch
 from torch import nn

@@ -2,7 +2,7 @@
 
 import torch
 
-from lorakit.batched import batched_lora
+from lorakit.core.batched import batched_lora
 
 
 def _adapters(ranks, d_in=6, d_out=5, seed=0):
@@ -66,7 +66,7 @@ def test_no_grad_adds_in_place_and_skips_unadapted_rows():
 
 
 def test_row_dropout_matches_a_masked_reference_and_its_gradients():
-    from lorakit.batched import RowDropout, rank_groups, shrink_expand
+    from lorakit.core.batched import RowDropout, rank_groups, shrink_expand
 
     torch.manual_seed(1)
     index = [0, 0, 1, 1, 1, -1]
@@ -88,7 +88,7 @@ def test_row_dropout_matches_a_masked_reference_and_its_gradients():
 def test_the_training_path_saves_no_per_row_factors_and_no_float_copy_of_x():
     # What autograd keeps for backward: x itself, a bool mask, rank-sized h and the stacked factors,
     # never a gathered/dropped float copy of x nor one copy of A/B per row.
-    from lorakit.batched import RowDropout, rank_groups, shrink_expand
+    from lorakit.core.batched import RowDropout, rank_groups, shrink_expand
 
     n, T, d_in, d_out = 16, 32, 64, 48
     index = [i % 2 for i in range(n)]

@@ -15,9 +15,8 @@ factors of each group's adapters (not one copy per row); the gathered and droppe
 recomputed in backward. ``serve/`` (stacked banks, no grad) and ``train-many`` (one adapter per job)
 both run through :func:`shrink_expand`.
 
-Torch-only, like :mod:`lorakit.core`, but kept beside it rather than in it: core is the single-adapter
-LoRA layer and reads in one sitting (under 1,000 lines); this is the multi-adapter operation that
-``serve/`` and ``train/`` share.
+Part of :mod:`lorakit.core` (torch only): the single-adapter layer lives in :mod:`~lorakit.core.layers`;
+this is the multi-adapter operation that ``serve/`` and ``train/`` share.
 """
 
 from __future__ import annotations
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from lorakit.errors import LorakitError
 
 # One rank group: (rows of the batch or None for all, pick or None, At, Bt).
 #   pick None:    At (rows, in, r) and Bt (rows, r, out) are already one per row (serve's cached plans);
@@ -192,7 +193,7 @@ def batched_lora(out: Tensor, x: Tensor, index: Sequence[int],
     """
     n = x.shape[0]
     if len(index) != n:
-        raise ValueError(f"batch has {n} rows but the index has {len(index)} entries")
+        raise LorakitError(f"batch has {n} rows but the index has {len(index)} entries")
     groups = rank_groups(index, adapters, x.device)
     y = shrink_expand(out.reshape(n, -1, out.shape[-1]), x.reshape(n, -1, x.shape[-1]), groups)
     return y.reshape(out.shape)

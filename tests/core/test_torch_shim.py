@@ -1,11 +1,11 @@
-"""The private torch APIs in ``lorakit/_torch.py``: if a torch release changes one, this fails loudly."""
+"""The private torch APIs in ``lorakit/core/_torch.py``: if a torch release changes one, this fails loudly."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from lorakit import _torch
+from lorakit.core import _torch
 
 
 def test_own_parameter_registers_directly():

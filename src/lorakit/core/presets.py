@@ -1,13 +1,11 @@
-"""The built-in target presets ("qv", "attention", "ffn"), registered in
-:data:`lorakit.core.targeting.PRESETS` when ``lorakit`` is imported (as :mod:`lorakit.layer_kinds`
-registers layer kinds): which module names mean attention or FFN in each model family.
+"""The target presets ("qv", "attention", "ffn"): which module names mean attention or FFN in each
+model family. :mod:`~lorakit.core.targeting` resolves them (``all-linear`` is computed there, from the
+kinds' ``supports``); an extension may add a preset to :data:`PRESETS`.
 """
 
-from lorakit.core.targeting import PRESETS
-
-# Presets list module-name suffixes across model families. BERT's "output.dense" names both the
+# Preset name -> module-name suffixes across model families. BERT's "output.dense" names both the
 # attention output and the FFN output, so the attention one is spelled with its parent.
-PRESETS.update({
+PRESETS: dict[str, tuple[str, ...]] = {
     "qv": ("query", "value", "q_proj", "v_proj", "q_lin", "v_lin", "c_attn[q,v]"),
     "attention": (
         "query", "key", "value", "attention.output.dense",  # BERT
@@ -22,4 +20,4 @@ PRESETS.update({
         "mlp.c_fc", "mlp.c_proj",  # GPT-2
         "fc1", "fc2",  # OPT, ViT-style
     ),
-})
+}

@@ -1,10 +1,10 @@
-"""LoRA variants and initialisations as strategy objects, looked up by name (PEFT's ``LoraVariant`` idea).
+"""The two strategy protocols with their plain defaults: :class:`Lora` (a variant) and :class:`Init` ("kaiming").
 
 A *variant* decides what a :class:`~lorakit.core.layers.LoraLayer` computes from its A, B (and any
 extra parameters it declares): the forward, the merged weight and the file keys of its extras. An
-*init* fills A and B (``LoraSpec.init``). The core holds both protocols, plain LoRA and its
-"kaiming" init; DoRA and the other inits register from :mod:`lorakit.variants`, as any extension
-would. rsLoRA is a scaling (``LoraSpec.scaling``), LoRA+ an optimizer setting.
+*init* fills A and B (``LoraSpec.init``). DoRA (:mod:`.dora`) and the other inits
+(:mod:`.inits`) subclass these; :mod:`lorakit.core.variants` holds the registry. rsLoRA is a scaling
+(``LoraSpec.scaling``), LoRA+ an optimizer setting.
 """
 
 from __future__ import annotations
@@ -75,25 +75,5 @@ class Init:
         return A, B
 
 
-VARIANTS: dict[str, Lora] = {}
-INITS: dict[str, Init] = {}
-
-
-def register_variant(strategy: Lora | Init) -> None:
-    """Register a variant (a :class:`Lora`) or an init (an :class:`Init`) under its ``name``; twice is an error."""
-    table = INITS if isinstance(strategy, Init) else VARIANTS
-    if strategy.name in table:
-        raise ValueError(f"a LoRA variant or init named {strategy.name!r} is already registered")
-    table[strategy.name] = strategy
-
-
-def lookup(table: dict, what: str, name: str):
-    """``table[name]`` (:data:`VARIANTS` or :data:`INITS`); an unknown name raises listing the registered ones."""
-    if name not in table:
-        raise ValueError(f"{what} must be one of {', '.join(table)}, got {name!r}")
-    return table[name]
-
-
 LORA = Lora()
-register_variant(LORA)
-register_variant(Init())
+KAIMING = Init()

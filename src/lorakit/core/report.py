@@ -1,7 +1,7 @@
 """Parameter counts of a model with adapters, as the LoRA paper reports them (trainable share, LoRA size).
 
-A reading of the model, not a change to it: it lives outside :mod:`lorakit.core`, which holds only the
-LoRA layers and the verbs that change a model.
+A reading of the model, not a change to it: the adapter parameters are those :mod:`~lorakit.core.inject`
+names, counted against everything else.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from lorakit.core import adapter_parameters
+from lorakit.core.inject import adapter_parameters
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The private torch APIs lorakit relies on, in one place; ``tests/test_torch_shim.py`` fails
 loudly if a torch release renames or changes any of them.
 
-A leaf module (torch only) at the package top, not in :mod:`lorakit.core`: core, io, models and serve
-all use it, and most of it (oneDNN prepacking, foreach kernels) is not LoRA itself. It is the one
-module outside core that core imports.
+A leaf module (torch only) inside :mod:`lorakit.core`, which owns it: core, io, models and serve all
+use it, and most of it (oneDNN prepacking, foreach kernels) is not LoRA itself, but core may import
+nothing from outside itself, so the shim lives here.
 """
 
 from __future__ import annotations
