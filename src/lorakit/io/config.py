@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorakit.core.spec import LoraSpec
+from lorakit.errors import LorakitError
 
 CONFIG_NAME = "adapter_config.json"
 FORMAT_VERSION = 1
+# lorakit's task -> PEFT's ``task_type`` (the head an adapter was trained with), and back.
+PEFT_TASK_TYPES = {"classify": "SEQ_CLS", "generate": "CAUSAL_LM"}
+TASK_OF_PEFT_TYPE = {peft: task for task, peft in PEFT_TASK_TYPES.items()}
 # PEFT LoraConfig fields that lorakit reads or that carry no meaning for loading; others warn.
 _IGNORED_PEFT_KEYS = {
     "peft_type", "auto_mapping", "revision", "inference_mode", "init_lora_weights", "loftq_config",
@@ -63,12 +67,12 @@ class AdapterConfig:
     def from_json(cls, data: Any, source: str = CONFIG_NAME) -> AdapterConfig:
         """Parse and type-check a config object; unknown keys warn, wrong types raise."""
         if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
+            raise LorakitError(f"{source}: expected a JSON object, got {type(data).__name__}")
         if data.get("peft_type", "LORA") != "LORA":
-            raise ValueError(f"{source}: peft_type is {data.get('peft_type')!r}; only LORA adapters are supported")
+            raise LorakitError(f"{source}: peft_type is {data.get('peft_type')!r}; only LORA adapters are supported")
         for key, allowed in _UNSUPPORTED.items():
             if key in data and data[key] not in allowed:
-                raise ValueError(f"{source}: {key}={data[key]!r} is not supported by lorakit")
+                raise LorakitError(f"{source}: {key}={data[key]!r} is not supported by lorakit")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names - _IGNORED_PEFT_KEYS)
         if unknown:
@@ -79,8 +83,8 @@ class AdapterConfig:
         return cfg
 
     def _validate(self, source: str) -> None:
-        def bad(name: str, want: str) -> ValueError:
-            return ValueError(f"{source}: {name} must be {want}, got {getattr(self, name)!r}")
+        def bad(name: str, want: str) -> LorakitError:
+            return LorakitError(f"{source}: {name} must be {want}, got {getattr(self, name)!r}")
 
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
             raise bad("r", "a positive integer")
@@ -118,8 +122,8 @@ class AdapterConfig:
             raise bad("lorakit", "an object")
         version = self.lorakit.get("format_version", FORMAT_VERSION)
         if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ValueError(f"{source}: written by a newer lorakit (format_version {version!r}); "
-                             f"this one reads up to {FORMAT_VERSION}: upgrade lorakit")
+            raise LorakitError(f"{source}: written by a newer lorakit (format_version {version!r}); "
+                               f"this one reads up to {FORMAT_VERSION}: upgrade lorakit")
         _validate_slices(self.lorakit.get("slices", {}), source)
 
     def to_spec(self) -> LoraSpec:
@@ -145,7 +149,7 @@ def _validate_slices(slices: Any, source: str) -> None:
         return isinstance(v, int) and not isinstance(v, bool)
 
     if not isinstance(slices, dict):
-        raise ValueError(f"{source}: lorakit.slices must be an object of module path -> slices, got {slices!r}")
+        raise LorakitError(f"{source}: lorakit.slices must be an object of module path -> slices, got {slices!r}")
     for path, s in slices.items():
         ok = isinstance(s, dict) and all(k in s for k in ("n", "selected", "r", "alpha"))
         if ok:
@@ -154,5 +158,5 @@ def _validate_slices(slices: Any, source: str) -> None:
                   and len(set(sel)) == len(sel) and is_int(r) and r >= 1
                   and isinstance(alpha, int | float) and not isinstance(alpha, bool) and math.isfinite(alpha) and alpha > 0)
         if not ok:
-            raise ValueError(f"{source}: lorakit.slices[{path!r}] must be {{n: int >= 1, selected: distinct indices "
-                             f"in 0..n-1, r: int >= 1, alpha: number > 0}}, got {s!r}")
+            raise LorakitError(f"{source}: lorakit.slices[{path!r}] must be {{n: int >= 1, selected: distinct indices "
+                               f"in 0..n-1, r: int >= 1, alpha: number > 0}}, got {s!r}")

@@ -8,18 +8,25 @@ for DoRA), never from substring tests; the bias of a wrapped layer is PEFT's ``.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from lorakit._torch import foreach_norm
-from lorakit.core.inject import lora_layers
+from lorakit.core._torch import foreach_norm
+from lorakit.core.inject import SPEC_ATTR, TARGETS_ATTR, lora_layers
 from lorakit.core.layers import LoraLayer
-from lorakit.core.targeting import name_matches
+from lorakit.core.registry import LORA_NAMES, require_kind
+from lorakit.core.spec import LoraSpec
+from lorakit.core.targeting import Target, name_matches
+from lorakit.errors import LorakitError
 
 PEFT_PREFIX = "base_model.model."
+BASE_BIAS = "base_layer.bias"  # PEFT keeps a wrapped layer under ".base_layer", and so names its bias
 
 
-def peft_key(module_path: str, which: str, kind_names: tuple[str, str] = ("lora_A.weight", "lora_B.weight")) -> str:
+def peft_key(module_path: str, which: str, kind_names: tuple[str, str] = LORA_NAMES) -> str:
     """PEFT's tensor name for factor ``which`` ("lora_A" / "lora_B") of the module at ``module_path``."""
     name = kind_names[0] if which == "lora_A" else kind_names[1]
     return f"{PEFT_PREFIX}{module_path}.{name}"
@@ -49,14 +56,12 @@ def _tensors(model: nn.Module, bias: str, modules_to_save: tuple[str, ...], expo
         for name, tensor in (file_tensors(layer) if export else live_tensors(layer)).items():
             out[f"{PEFT_PREFIX}{path}.{name}"] = tensor
         if bias in ("all", "lora_only") and getattr(layer, "bias", None) is not None:
-            # PEFT keeps the wrapped layer under ".base_layer", and so names its bias.
-            out[f"{PEFT_PREFIX}{path}.base_layer.bias"] = layer.bias
+            out[f"{PEFT_PREFIX}{path}.{BASE_BIAS}"] = layer.bias
     if bias == "all":
         for name, param in model.named_parameters():
             if name.rpartition(".")[2] == "bias" and name.rpartition(".")[0] not in layers:
                 out[f"{PEFT_PREFIX}{name}"] = param
-    saved = [p for p, _ in model.named_modules() if p and any(name_matches(m, p) for m in modules_to_save)]
-    for path in saved:
+    for path in saved_modules(model, modules_to_save):
         for name, param in model.get_submodule(path).named_parameters():
             out[f"{PEFT_PREFIX}{path}.{name}"] = param
     return out
@@ -85,7 +90,7 @@ def check_tensors(tensors: dict[str, Tensor], expected: dict[str, tuple[int, ...
                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes),
                  ("not floating point", dtypes)) if items]
     if problems:
-        raise ValueError(f"{what} does not fit this model: " + "; ".join(problems))
+        raise LorakitError(f"{what} does not fit this model: " + "; ".join(problems))
     # One fused norm over every tensor: finite unless some value is NaN/Inf (or so large that the
     # norm overflows; only then is each tensor checked exactly, in float32 for 1-byte floats).
     keys = list(expected)
@@ -93,15 +98,60 @@ def check_tensors(tensors: dict[str, Tensor], expected: dict[str, tuple[int, ...
     suspects = [] if torch.isfinite(norms).all() else [k for k, n in zip(keys, norms, strict=True) if not torch.isfinite(n)]
     bad = [k for k in suspects if not torch.isfinite(tensors[k].float()).all()]
     if bad:
-        raise ValueError(f"{what} holds non-finite values (NaN/Inf): " + _listing("tensors", bad))
+        raise LorakitError(f"{what} holds non-finite values (NaN/Inf): " + _listing("tensors", bad))
+
+
+def expected_shapes(model: Any, spec: LoraSpec, targets: list[Target]) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of every tensor an adapter file for ``targets`` must hold: the one schema that
+    loading (:func:`check_adapter_state`) and serving (``serve.prepare``) check files against.
+
+    Per target: A and B under its kind's names at rank ``t.rank``, the variant's extras, and the
+    base bias (PEFT's ``.base_layer.bias``) when ``spec.bias`` trains it; with ``bias="all"`` every
+    other bias too; every parameter of the ``modules_to_save``. ``model`` may be injected already or
+    not (anything with ``named_modules`` and ``get_submodule``, such as serve's original tree), since
+    the shapes come from the base layers, never from LoRA parameters.
+    """
+    out: dict[str, tuple[int, ...]] = {}
+    paths = {t.path for t in targets}
+    for t in targets:
+        module = model.get_submodule(t.path)
+        base = module.base if isinstance(module, LoraLayer) else module
+        kind = require_kind(base, t.path)
+        for name, shape in zip(kind.names, kind.factor_shapes(base, t.rank), strict=True):
+            out[f"{PEFT_PREFIX}{t.path}.{name}"] = tuple(shape)
+        for name, shape in spec.variant.file_shapes(kind, base).items():
+            out[f"{PEFT_PREFIX}{t.path}.{name}"] = tuple(shape)
+        if spec.bias in ("all", "lora_only") and getattr(base, "bias", None) is not None:
+            out[f"{PEFT_PREFIX}{t.path}.{BASE_BIAS}"] = tuple(base.bias.shape)
+    if spec.bias == "all":
+        for path, module in model.named_modules():
+            own_bias = module._parameters.get("bias") if path not in paths else None
+            if own_bias is not None:
+                out[f"{PEFT_PREFIX}{path + '.' if path else ''}bias"] = tuple(own_bias.shape)
+    for path in saved_modules(model, spec.modules_to_save):
+        for name, param in model.get_submodule(path).named_parameters():
+            out[f"{PEFT_PREFIX}{path}.{name}"] = tuple(param.shape)
+    return out
+
+
+def saved_modules(model: Any, modules_to_save: tuple[str, ...]) -> list[str]:
+    """Paths of the modules whose full weights an adapter stores (PEFT's ``modules_to_save``)."""
+    return [p for p, _ in model.named_modules() if p and any(name_matches(m, p) for m in modules_to_save)]
 
 
 def check_adapter_state(model: nn.Module, tensors: dict[str, Tensor], bias: str = "none",
                         modules_to_save: tuple[str, ...] = ()) -> dict[str, Tensor]:
-    """Validate ``tensors`` against the injected model (:func:`check_tensors`); return the live
-    tensor for each key."""
+    """Validate ``tensors`` against the injected model (:func:`check_tensors` on
+    :func:`expected_shapes`); return the live tensor for each key."""
     live = _tensors(model, bias, modules_to_save, export=False)
-    check_tensors(tensors, {k: tuple(v.shape) for k, v in live.items()}, "adapter")
+    spec, targets = getattr(model, SPEC_ATTR, None), getattr(model, TARGETS_ATTR, None)
+    if spec is None or targets is None:  # LoRA layers put there by hand: only they can say what they hold
+        expected = {k: tuple(v.shape) for k, v in live.items()}
+    else:
+        spec = dataclasses.replace(spec, bias=bias, modules_to_save=tuple(modules_to_save))
+        expected = expected_shapes(model, spec, targets)
+        assert set(live) == set(expected), sorted(set(live) ^ set(expected))  # the schema names what layers hold
+    check_tensors(tensors, expected, "adapter")
     return live
 
 

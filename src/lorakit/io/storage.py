@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,11 @@ from torch import Tensor, nn
 
 from lorakit.core.inject import SPEC_ATTR, TARGETS_ATTR, inject, lora_layers, unload
 from lorakit.core.layers import LoraLayer
-from lorakit.core.registry import delta_matrix, factor_names, kind_for, require_kind
+from lorakit.core.registry import LORA_NAMES, delta_matrix, factor_names, kind_for, require_kind
 from lorakit.core.spec import LoraSpec
 from lorakit.core.targeting import Target, layer_index, override, select_targets
+from lorakit.errors import LorakitError
+from lorakit.io.atomic import replacing, write_json_atomic
 from lorakit.io.config import CONFIG_NAME, FORMAT_VERSION, AdapterConfig
 from lorakit.io.keys import PEFT_PREFIX, adapter_state_dict, load_adapter_state, peft_key
 
@@ -43,7 +43,7 @@ class LoraFactors:
     A: Tensor
     B: Tensor
     scaling: float
-    names: tuple[str, str] = ("lora_A.weight", "lora_B.weight")
+    names: tuple[str, str] = LORA_NAMES
     # DoRA's magnitude per output row (None for plain LoRA): ΔW is then not s·B·A alone.
     magnitude: Tensor | None = None
 
@@ -76,7 +76,7 @@ class AdapterFile:
                     path = key[len(PEFT_PREFIX):-len(a_name) - 1]
                     B = self.tensors.get(f"{PEFT_PREFIX}{path}.{b_name}")
                     if B is None:
-                        raise ValueError(f"{self.path}: {key} has no matching {b_name}")
+                        raise LorakitError(f"{self.path}: {key} has no matching {b_name}")
                     r_slice, alpha = _module_rank_alpha(spec, path, A.shape[0], slices.get(path))
                     out[path] = LoraFactors(A, B, spec.scaling(r_slice, alpha), (a_name, b_name),
                                             self.tensors.get(f"{PEFT_PREFIX}{path}.lora_magnitude_vector"))
@@ -92,7 +92,7 @@ def _module_rank_alpha(spec: LoraSpec, path: str, stored_rank: int, sliced: dict
 def _check_no_pickle(folder: Path) -> None:
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles and not (folder / WEIGHTS_NAME).exists():
-        raise ValueError(
+        raise LorakitError(
             f"{folder}: found {', '.join(pickles)} but no {WEIGHTS_NAME}; lorakit never unpickles files "
             f"(they can run arbitrary code). Convert it to safetensors with the tool that wrote it"
         )
@@ -102,57 +102,37 @@ def read_adapter(path: str | Path) -> AdapterFile:
     """Read an adapter folder. Errors are ``ValueError`` with one readable line."""
     folder = Path(path)
     if not folder.is_dir():
-        raise ValueError(f"adapter folder not found: {folder}")
+        raise LorakitError(f"adapter folder not found: {folder}")
     _check_no_pickle(folder)
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_path.is_file():
-        raise ValueError(f"{folder}: no {CONFIG_NAME} (not an adapter folder)")
+        raise LorakitError(f"{folder}: no {CONFIG_NAME} (not an adapter folder)")
     if not weights_path.is_file():
-        raise ValueError(f"{folder}: no {WEIGHTS_NAME}")
+        raise LorakitError(f"{folder}: no {WEIGHTS_NAME}")
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{config_path}: not valid JSON ({exc})") from None
+        raise LorakitError(f"{config_path}: not valid JSON ({exc})") from None
     except RecursionError:  # e.g. "[[[[…" nested deeper than the interpreter's recursion limit
-        raise ValueError(f"{config_path}: not valid JSON (nested too deeply)") from None
+        raise LorakitError(f"{config_path}: not valid JSON (nested too deeply)") from None
     except OSError as exc:
-        raise ValueError(f"{config_path}: cannot be read ({exc.strerror or exc})") from None
+        raise LorakitError(f"{config_path}: cannot be read ({exc.strerror or exc})") from None
     config = AdapterConfig.from_json(data, str(config_path))
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{weights_path}: not a readable safetensors file ({exc})") from None
+        raise LorakitError(f"{weights_path}: not a readable safetensors file ({exc})") from None
     return AdapterFile(folder, config, tensors)
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_adapter(out_dir: str | Path, config: AdapterConfig, tensors: dict[str, Tensor]) -> Path:
-    """Write a PEFT-layout folder; each file goes to a temp name first, then is renamed into place."""
+    """Write a PEFT-layout folder; each file is written atomically (:mod:`lorakit.io.atomic`)."""
     folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     extras = {"format_version": FORMAT_VERSION, **config.lorakit}
     config = dataclasses.replace(config, lorakit=extras)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS_NAME}.")
-    os.close(fd)
-    try:
+    with replacing(folder / WEIGHTS_NAME) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
-        os.replace(tmp, folder / WEIGHTS_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _atomic_write_bytes(folder / CONFIG_NAME, json.dumps(config.to_json(), indent=2, sort_keys=True).encode())
+    write_json_atomic(folder / CONFIG_NAME, config.to_json(), indent=2, sort_keys=True)
     return folder
 
 
@@ -176,7 +156,7 @@ def config_for(model: nn.Module, *, task_type: str | None = None, base_model: st
     spec: LoraSpec | None = getattr(model, SPEC_ATTR, None)
     targets: list[Target] | None = getattr(model, TARGETS_ATTR, None)
     if spec is None or targets is None:
-        raise ValueError("this model holds no lorakit adapter (inject or load one first)")
+        raise LorakitError("this model holds no lorakit adapter (inject or load one first)")
     names = _target_modules(model, targets)
     layers_to_transform = None
     if spec.layers is not None and names and "." not in names[0]:
@@ -225,8 +205,8 @@ def targets_for(model: nn.Module, adapter: AdapterFile) -> tuple[LoraSpec, list[
             t = dataclasses.replace(t, r=int(s["r"]), alpha=float(s["alpha"]),
                                     slices=(int(s["n"]), tuple(int(i) for i in s["selected"])))
             if "slices" not in require_kind(model.get_submodule(t.path), t.path).supports or t.out_features % t.slices[0]:
-                raise ValueError(f"lorakit.slices[{t.path!r}]: {t.kind} layer with {t.out_features} outputs "
-                                 f"cannot be split into {t.slices[0]} slices")
+                raise LorakitError(f"lorakit.slices[{t.path!r}]: {t.kind} layer with {t.out_features} outputs "
+                                   f"cannot be split into {t.slices[0]} slices")
         out.append(t)
     return spec, out
 
@@ -250,8 +230,8 @@ def _check_rank_limits(model: nn.Module, adapter: AdapterFile, targets: list[Tar
                             f"the layer allows at most min(in, out) = {limit})")
     if problems:
         more = f" … and {len(problems) - 8} more" if len(problems) > 8 else ""
-        raise ValueError(f"adapter does not fit this model: rank above the layer's limit ({len(problems)}): "
-                         + ", ".join(problems[:8]) + more)
+        raise LorakitError(f"adapter does not fit this model: rank above the layer's limit ({len(problems)}): "
+                           + ", ".join(problems[:8]) + more)
 
 
 def load_adapter(model: nn.Module, path: str | Path | AdapterFile, *, trainable: bool = False) -> list[Target]:
@@ -261,7 +241,7 @@ def load_adapter(model: nn.Module, path: str | Path | AdapterFile, *, trainable:
     """
     adapter = path if isinstance(path, AdapterFile) else read_adapter(path)
     if lora_layers(model):
-        raise ValueError("this model already holds LoRA layers: unload() it before loading an adapter")
+        raise LorakitError("this model already holds LoRA layers: unload() it before loading an adapter")
     spec, targets = targets_for(model, adapter)
     _check_rank_limits(model, adapter, targets)
     try:
