@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from tiny_models import make_generate_data, make_tiny_llama_dir  # noqa: E402
-
-from lorakit.cli.main import main  # noqa: E402
+from benchmarks.tiny_models import make_generate_data, make_tiny_llama_dir
+from lorakit.cli.main import main
 
 FAST = ["--batch-size", "8", "--max-length", "24", "--no-progress", "--threads", "1", "--eval-every", "0",
         "--max-new-tokens", "4", "--eval-limit", "4"]

@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from tiny_models import (  # noqa: E402
+from benchmarks.tiny_models import (
     make_classify_data,
     make_generate_data,
     make_tiny_bert_dir,
     make_tiny_llama_dir,
 )
-
-from lorakit.cli.main import main  # noqa: E402
+from lorakit.cli.main import main
 
 FAST = ["--batch-size", "8", "--max-length", "16", "--no-progress", "--threads", "1"]
 
@@ -51,10 +49,12 @@ def test_train_classify_writes_outputs_and_the_adapter_loads(tiny, tmp_path: Pat
 
     report = tmp_path / "eval.json"
     code = main(["eval", str(tiny["bert"]), str(tiny["cls"]), "--split", "dev", "--adapter", str(out / "adapter"),
-                 "--max-length", "16", "--json", str(report), "--no-progress"])
+                 "--json", str(report), "--no-progress"])
     assert code == 0
-    evaluated = json.loads(report.read_text())["metrics"]
-    assert evaluated["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    evaluated = json.loads(report.read_text())
+    # No --max-length: eval keeps the training run's 16 (its train_config.json), not train's default of 64.
+    assert evaluated["max_length"] == 16
+    assert evaluated["metrics"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
 
 
 def test_train_generate_reports_base_and_adapter_bleu(tiny, tmp_path: Path) -> None:
@@ -66,8 +66,15 @@ def test_train_generate_reports_base_and_adapter_bleu(tiny, tmp_path: Path) -> N
     assert metrics["task"] == "generate" and metrics["test_split"] == "test"
     for key in ("bleu", "rouge_l", "nist", "chrf"):
         assert key in metrics["test"] and key in metrics["base"]
-    assert metrics["test"]["examples"] == 4
+    assert metrics["test"]["examples"] == 4 and metrics["test"]["decoding"] == {"num_beams": 1, "max_new_tokens": 6}
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+
+    report = tmp_path / "beam.json"  # the paper's decoding, recorded with the scores it gave
+    assert main(["eval", str(tiny["llama"]), str(tiny["gen"]), "--adapter", str(out / "adapter"), "--limit", "2",
+                 "--max-new-tokens", "6", "--num-beams", "3", "--length-penalty", "0.9",
+                 "--no-repeat-ngram-size", "4", "--json", str(report), "--no-progress"]) == 0
+    decoding = json.loads(report.read_text())["metrics"]["decoding"]
+    assert decoding == {"num_beams": 3, "max_new_tokens": 6, "length_penalty": 0.9, "no_repeat_ngram_size": 4}
 
 
 def test_full_fine_tuning_saves_a_model_folder(tiny, tmp_path: Path) -> None:
@@ -90,7 +97,7 @@ def test_config_file_and_command_line_combine(tiny, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--rank", "abc"], "--rank"),
-    (["--rank", "0"], "rank must be >= 1"),
+    (["--rank", "0"], "rank r must be a positive integer"),
     (["--bogus", "1"], "--bogus"),
     (["--task", "regress"], "--task"),
     (["--full", "--bitfit"], "--full and --bitfit"),

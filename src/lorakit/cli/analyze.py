@@ -35,6 +35,7 @@ from lorakit.analysis.tables import (
     to_jsonable,
 )
 from lorakit.cli.common import print_table, write_json
+from lorakit.errors import LorakitError
 from lorakit.io import AdapterFile, read_adapter
 
 
@@ -97,15 +98,15 @@ def _wrote_json(args: argparse.Namespace) -> None:
 def _check_plot(args: argparse.Namespace) -> None:
     # Checked before any work, so a typo in the file name does not cost a whole analysis.
     if args.plot is not None and Path(args.plot).suffix.lower() != ".png":
-        raise ValueError(f"--plot must name a .png file, got {args.plot!r}")
+        raise LorakitError(f"--plot must name a .png file, got {args.plot!r}")
 
 
 def _subspace(args: argparse.Namespace) -> int:
     _check_plot(args)
     if args.max_panels < 1:
-        raise ValueError(f"--max-panels must be at least 1, got {args.max_panels}")
+        raise LorakitError(f"--max-panels must be at least 1, got {args.max_panels}")
     if args.labels is not None and (args.labels.count(",") != 1 or not all(args.labels.split(","))):
-        raise ValueError(f"--labels must be two names separated by a comma, got {args.labels!r}")
+        raise LorakitError(f"--labels must be two names separated by a comma, got {args.labels!r}")
     first, second = read_adapter(args.adapter1), read_adapter(args.adapter2)
     grids, dims, notes = subspace_by_module(select_modules(first.factors(), args.modules),
                                             select_modules(second.factors(), args.modules), args.matrix)
@@ -134,7 +135,7 @@ def _subspace(args: argparse.Namespace) -> int:
 def _spectrum(args: argparse.Namespace) -> int:
     _check_plot(args)
     if not 0.0 < args.threshold <= 1.0:
-        raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
+        raise LorakitError(f"--threshold must be in (0, 1], got {args.threshold}")
     adapter = read_adapter(args.adapter)
     spectra = spectrum_by_module(select_modules(adapter.factors(), args.modules), args.threshold)
     if args.json != "-":
@@ -154,7 +155,7 @@ def _spectrum(args: argparse.Namespace) -> int:
 
 def _amplification(args: argparse.Namespace) -> int:
     if args.n_random < 1:
-        raise ValueError(f"--n-random must be at least 1, got {args.n_random}")
+        raise LorakitError(f"--n-random must be at least 1, got {args.n_random}")
     adapter = read_adapter(args.adapter)
     factors = select_modules(adapter.factors(), args.modules)
     model = load_base_model(args.model, adapter)

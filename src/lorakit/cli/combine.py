@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lorakit.analysis.adapters import combine_adapter_files
 from lorakit.cli.common import print_table
+from lorakit.errors import LorakitError
 from lorakit.io import read_adapter, write_adapter
 
 
@@ -38,27 +39,27 @@ def parse_source(text: str) -> tuple[str, float]:
     try:
         return path, float(weight)
     except ValueError:
-        raise ValueError(f"bad adapter weight in {text!r}: expected PATH:NUMBER such as runs/a:0.7") from None
+        raise LorakitError(f"bad adapter weight in {text!r}: expected PATH:NUMBER such as runs/a:0.7") from None
 
 
 def run(args: argparse.Namespace) -> int:
     """Read, combine, write, then read the result back to check what another reader will see."""
     if args.method == "svd" and args.rank is None:
-        raise ValueError("--method svd needs --rank (or use --method concat for the exact sum)")
+        raise LorakitError("--method svd needs --rank (or use --method concat for the exact sum)")
     if args.method == "concat" and args.rank is not None:
-        raise ValueError("--rank applies to --method svd only; concat's rank is the sum of the ranks")
+        raise LorakitError("--rank applies to --method svd only; concat's rank is the sum of the ranks")
     if args.rank is not None and args.rank < 1:
-        raise ValueError(f"--rank must be a positive integer, got {args.rank}")
+        raise LorakitError(f"--rank must be a positive integer, got {args.rank}")
     sources = [parse_source(s) for s in args.adapters]
     if args.saved_from is not None and not 1 <= args.saved_from <= len(sources):
-        raise ValueError(f"--saved-from must be between 1 and {len(sources)}, got {args.saved_from}")
+        raise LorakitError(f"--saved-from must be between 1 and {len(sources)}, got {args.saved_from}")
     out = Path(args.out)
     for path, _ in sources:
         # Never write over an input, --force or not: that would lose the data being combined.
         if out.resolve() == Path(path).resolve():
-            raise ValueError(f"--out {out} is one of the input adapters; choose another folder")
+            raise LorakitError(f"--out {out} is one of the input adapters; choose another folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
-        raise ValueError(f"{out} exists and is not empty (use --force to write into it)")
+        raise LorakitError(f"{out} exists and is not empty (use --force to write into it)")
     adapters = [read_adapter(path) for path, _ in sources]
     weights = [w for _, w in sources]
     combined = combine_adapter_files(adapters, weights, method=args.method, rank=args.rank,

@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.core import LoraSpec
+from lorakit.core.targeting import CLASSIFIER_HEADS
 from lorakit.io import AdapterFile
+from lorakit.io.atomic import write_atomic
+from lorakit.io.config import TASK_OF_PEFT_TYPE
+from lorakit.io.keys import PEFT_PREFIX
 
-TASK_FOR_PEFT_TYPE = {"SEQ_CLS": "classify", "CAUSAL_LM": "generate"}
-_HEAD = re.compile(r"^base_model\.model\.(classifier|score)(\.out_proj)?\.weight$")
+_HEAD = re.compile(rf"^{re.escape(PEFT_PREFIX)}({'|'.join(CLASSIFIER_HEADS)})(\.out_proj)?\.weight$")
 
 
 def positive_int(text: str) -> int:
@@ -28,21 +31,11 @@ def positive_int(text: str) -> int:
 
 
 def spec_from_args(args: Any) -> LoraSpec:
-    """A LoraSpec from the common ``--targets/--rank/--alpha/--layers`` options."""
-    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
-    layers = tuple(int(i) for i in args.layers.split(",")) if getattr(args, "layers", None) else None
-    alpha = args.alpha if getattr(args, "alpha", None) is not None else 2.0 * args.rank
-    return LoraSpec(r=args.rank, alpha=alpha, targets=targets, layers=layers)
+    """A LoraSpec from the ``lora`` option group (``--targets/--rank/--alpha/--layers``); LoraSpec validates."""
+    from lorakit.train.config import parse_layers
 
-
-def add_target_options(parser: Any, default_targets: str = "qv") -> None:
-    """``--targets``, ``--rank``, ``--alpha``, ``--layers`` as every command spells them."""
-    parser.add_argument("--targets", default=default_targets,
-                        help="comma-separated presets (qv, attention, ffn, all-linear), module-name suffixes "
-                             "(query, mlp.down_proj, c_attn[q,v]) or regexes (re:.*q_proj) [default: %(default)s]")
-    parser.add_argument("--rank", "-r", type=int, default=8, help="LoRA rank r [default: %(default)s]")
-    parser.add_argument("--alpha", type=float, default=None, help="LoRA alpha (scale alpha/r) [default: 2·rank]")
-    parser.add_argument("--layers", default=None, help="only adapt these layer indices, e.g. 0,1,2")
+    layers = parse_layers(args.layers) if getattr(args, "layers", None) else None
+    return LoraSpec(r=args.rank, alpha=args.alpha, targets=tuple(args.targets), layers=layers)
 
 
 def num_labels_of(adapter: AdapterFile) -> int | None:
@@ -58,7 +51,7 @@ def load_model_for_adapter(model: str, adapter: AdapterFile | None, task: str | 
     from lorakit.models import load_model
 
     if task is None and adapter is not None:
-        task = TASK_FOR_PEFT_TYPE.get(adapter.config.task_type or "")
+        task = TASK_OF_PEFT_TYPE.get(adapter.config.task_type or "")
         if task is None and num_labels_of(adapter):
             task = "classify"
     task = task or "base"
@@ -91,5 +84,4 @@ def write_json(obj: Any, path: str | Path | None) -> None:
     if path in (None, "-"):
         print(text)
     else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n", encoding="utf-8")
+        write_atomic(path, text + "\n")

@@ -19,9 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lorakit.cli.train import one_line_errors
+from lorakit.cli.common import write_json
+from lorakit.cli.options import add_config_options, add_json_option, check_config_options, one_line_errors
+from lorakit.errors import LorakitError
+from lorakit.io.config import TASK_OF_PEFT_TYPE
+from lorakit.train.config import DEFAULT_MAX_LENGTH
 
-TASK_OF_PEFT = {"SEQ_CLS": "classify", "CAUSAL_LM": "generate"}
+# TrainConfig fields eval shares with train (cli/options.py): same names, formats and defaults.
+SHARED = ("data_root", "max_length", "eval_limit", "eval_batch_size", "generation", "seed", "runtime")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,25 +35,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", help="data set: a recipe (sst2, trec, subj, mr, e2e) or a file")
     parser.add_argument("--adapter", metavar="DIR", help="adapter folder (PEFT layout); without it: the base model")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    parser.add_argument("--limit", type=int, metavar="N", help="only the first N examples (for generation: N inputs)")
-    parser.add_argument("--json", metavar="FILE", help="also write the metrics to FILE as JSON")
-    parser.add_argument("--batch-size", type=int, default=32, help="examples per batch (default: 32)")
-    parser.add_argument("--max-length", type=int, default=128, help="tokens kept per classified text (default: 128)")
-    parser.add_argument("--num-beams", type=int, default=1, help="beam width for generation (default: 1, greedy)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="generation length cap (default: 64)")
-    parser.add_argument("--data-root", metavar="DIR", help="folder holding the shared data sets")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
-    parser.add_argument("--seed", type=int, default=0, help="seed of a fresh (untrained) classification head")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    add_json_option(parser, "the metrics")
+    add_config_options(parser, SHARED, flags={"eval_limit": ("--limit",), "eval_batch_size": ("--batch-size",)},
+                       helps={"max_length": "tokens kept per classified text (default: the adapter's training run's "
+                                            "max_length when its train_config.json is next to it, else train's "
+                                            "default for the task: classify 64, generate 192)",
+                              "seed": "seed of a fresh (untrained) classification head"})
     one_line_errors(parser)
 
 
-def _check(args: argparse.Namespace) -> None:
-    for name in ("limit", "batch_size", "max_length", "num_beams", "max_new_tokens", "threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+def max_length_for(adapter_dir: str | None, task: str) -> int:
+    """The training run's ``max_length`` (``train_config.json`` beside the adapter), else train's default."""
+    if adapter_dir:
+        run_config = Path(adapter_dir).parent / "train_config.json"
+        if run_config.is_file():
+            value = json.loads(run_config.read_text(encoding="utf-8")).get("max_length")
+            if isinstance(value, int) and value > 0:
+                return value
+    return DEFAULT_MAX_LENGTH[task]
 
 
 def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -61,19 +65,19 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     from lorakit.train.evaluate import evaluate_dataset
     from lorakit.train.runner import DATA_SPLIT_SEED, seed_everything
 
-    _check(args)
+    check_config_options(args, SHARED)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dataset = load_dataset(args.data, args.split, args.data_root, seed=DATA_SPLIT_SEED, limit=args.limit)
+    dataset = load_dataset(args.data, args.split, args.data_root, seed=DATA_SPLIT_SEED, limit=args.eval_limit)
     adapter = None
     if args.adapter:
         from lorakit.io import read_adapter
 
         adapter = read_adapter(args.adapter)
-        task = TASK_OF_PEFT.get(adapter.config.task_type or "", dataset.task)
+        task = TASK_OF_PEFT_TYPE.get(adapter.config.task_type or "", dataset.task)
         if task != dataset.task:
-            raise ValueError(f"the adapter was trained for {task} ({adapter.config.task_type}) but "
-                             f"{args.data!r} is a {dataset.task} data set")
+            raise LorakitError(f"the adapter was trained for {task} ({adapter.config.task_type}) but "
+                               f"{args.data!r} is a {dataset.task} data set")
     seed_everything(args.seed)  # an untrained head is random: make "before" numbers reproducible
     loaded = load_model(args.model, dataset.task,
                         num_labels=dataset.num_labels if dataset.task == "classify" else None)
@@ -83,17 +87,22 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
 
         load_adapter(model, adapter)
     started = time.perf_counter()
-    metrics = evaluate_dataset(model, loaded.tokenizer, dataset, batch_size=args.batch_size,
-                               max_length=args.max_length, num_beams=args.num_beams,
-                               max_new_tokens=args.max_new_tokens, progress=args.progress)
+    max_length = args.max_length or max_length_for(args.adapter, dataset.task)
+    metrics = evaluate_dataset(model, loaded.tokenizer, dataset, batch_size=args.eval_batch_size,
+                               max_length=max_length, num_beams=args.num_beams, length_penalty=args.length_penalty,
+                               no_repeat_ngram_size=args.no_repeat_ngram_size, max_new_tokens=args.max_new_tokens,
+                               progress=args.progress)
     return {"model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split,
-            "task": dataset.task, "limit": args.limit, "num_beams": args.num_beams,
+            "task": dataset.task, "limit": args.eval_limit, "max_length": max_length, "num_beams": args.num_beams,
             "seconds": time.perf_counter() - started, "metrics": metrics}
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the metrics (and write them with --json)."""
     result = evaluate_command(args)
+    if args.json == "-":  # JSON alone on stdout, for pipes
+        write_json(result, None)
+        return 0
     metrics = result["metrics"]
     what = f"{args.model}" + (f" + {args.adapter}" if args.adapter else " (base)")
     print(f"{what} on {args.data} {args.split} ({metrics['examples']} examples, {result['seconds']:.0f}s)")
@@ -101,8 +110,6 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(value, float):
             print(f"  {key:<10} {value:.4f}")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {path}", file=sys.stderr)
+        write_json(result, args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from lorakit.cli.common import load_model_for_adapter
 from lorakit.cli.merge import PROBE, _outputs
 from lorakit.core import unload
+from lorakit.errors import LorakitError
 from lorakit.io import load_adapter, read_adapter
 
 
@@ -36,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.gguf)
     if out.exists() and not args.force:
-        raise ValueError(f"{out} exists (use --force to overwrite it)")
+        raise LorakitError(f"{out} exists (use --force to overwrite it)")
     if out.is_dir():
-        raise ValueError(f"--gguf must be a file path, {out} is a folder")
+        raise LorakitError(f"--gguf must be a file path, {out} is a folder")
     adapter = read_adapter(args.adapter) if args.adapter else None
     loaded = load_model_for_adapter(args.model, adapter, task="generate")
     model = loaded.model.eval()

@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import argparse
 
-from lorakit.cli.common import (
-    add_target_options,
-    load_model_for_adapter,
-    print_table,
-    spec_from_args,
-    write_json,
-)
+from lorakit.cli.common import load_model_for_adapter, print_table, spec_from_args, write_json
+from lorakit.cli.options import add_config_options, add_json_option
 from lorakit.core import select_targets
+from lorakit.core.report import parameter_report
 from lorakit.io import adapter_summary, load_adapter, read_adapter
-from lorakit.report import parameter_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``lorakit inspect``."""
     parser.add_argument("model", help="embedded model name (minilm, smollm2) or a local Hugging Face folder")
-    add_target_options(parser)
+    add_config_options(parser, ["lora"])
     parser.add_argument("--adapter", default=None, help="inspect this adapter folder (PEFT layout) on MODEL")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json_option(parser, "the report")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
                   "model_params": total, "r": adapter.config.r, "alpha": adapter.config.lora_alpha,
                   "task_type": adapter.config.task_type, "rows": rows}
         if args.json:
-            write_json(result, None)
+            write_json(result, args.json)
             return 0
         print_table(rows, ["module", "kind", "rank", "alpha", "scaling", "params"])
         print(f"\nadapter {args.adapter} is valid for {args.model}: {len(rows)} modules, "
@@ -59,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"model": args.model, "targets": list(spec.targets), "rank": spec.r, "modules": len(targets),
               "lora_params": lora, "model_params": total, "percent": 100 * lora / total, "rows": rows}
     if args.json:
-        write_json(result, None)
+        write_json(result, args.json)
         return 0
     print_table(rows, ["module", "kind", "shape", "rank", "slices", "params"])
     print(f"\n{len(targets)} modules, {lora:,} LoRA parameters "

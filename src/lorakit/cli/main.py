@@ -1,7 +1,11 @@
 """``lorakit`` entry point: a dict of subcommands, each a module with ``add_arguments`` and ``run``.
 
-User errors (``ValueError``, ``TypeError``, ``FileNotFoundError``, ``KeyboardInterrupt``) end in one
-line on stderr and a non-zero exit code, never a traceback. ``LORAKIT_DEBUG=1`` shows tracebacks.
+A user mistake ends in one ``error:`` line on stderr and exit code 2, never a traceback: a
+:class:`~lorakit.errors.LorakitError` (every check of user input raises one), an ``OSError`` (a path
+that does not exist or cannot be read or written, a full disk, a port in use), or running out of
+memory. Ctrl-C exits with 130. Anything else (``TypeError``, ``KeyError``, a library's ``ValueError``,
+...) is a bug in lorakit and keeps its traceback. ``LORAKIT_DEBUG=1`` shows the traceback of user
+mistakes too.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import importlib
 import os
 import sys
 import warnings
+
+from lorakit.errors import LorakitError
 
 # name -> (module, one-line help). Modules are imported only when their command runs, so
 # `lorakit --help` stays fast and a missing optional extra breaks only its own command.
@@ -26,10 +32,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "combine": ("lorakit.cli.combine", "combine adapters into one (weighted SVD or exact concatenation)"),
     "serve": ("lorakit.cli.serve", "serve one base model and many adapters over an OpenAI-compatible API"),
 }
-
-
-class UserError(Exception):
-    """An error caused by the user's input; shown as one line."""
 
 
 def _available() -> dict[str, tuple[str, str]]:
@@ -70,17 +72,37 @@ def main(argv: list[str] | None = None) -> int:
     if not debug:
         warnings.filterwarnings("ignore", category=FutureWarning)
     try:
+        from lorakit.cli.allocator import apply_allocator
+
+        apply_allocator()  # before the command allocates its first tensor (see cli/allocator.py)
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (UserError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError,
-            IsADirectoryError, KeyError) as exc:
-        if debug:
-            raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
+    except Exception as exc:
+        if debug or not _is_user_mistake(exc):
+            raise  # a bug: the traceback is what a bug report needs
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except MemoryError:
-        print("error: out of memory (try a smaller --batch-size or --max-length)", file=sys.stderr)
-        return 2
+
+
+def _out_of_memory() -> tuple[type[BaseException], ...]:
+    torch = sys.modules.get("torch")  # torch's OutOfMemoryError is a RuntimeError; imported only if torch is
+    return (MemoryError, torch.OutOfMemoryError) if torch is not None else (MemoryError,)
+
+
+def _is_user_mistake(exc: BaseException) -> bool:
+    """Whether ``exc`` is the user's to fix (shown as one line) rather than a bug (traceback)."""
+    # OSError: the user's environment, not lorakit's code (a missing or unreadable path, a full disk,
+    # a port in use, a folder that is not a model).
+    return isinstance(exc, (LorakitError, OSError, *_out_of_memory()))
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of a user mistake as one line (the first line of a long one)."""
+    if isinstance(exc, _out_of_memory()):
+        return "out of memory (try a smaller --batch-size or --max-length)"
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror.lower()}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -15,6 +15,7 @@ import torch
 
 from lorakit.cli.common import load_model_for_adapter
 from lorakit.core import unload
+from lorakit.errors import LorakitError
 from lorakit.io import load_adapter, read_adapter
 from lorakit.models.precision import FLOAT_DTYPES
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     """Load, merge in fp32 with a finiteness check, compare on a probe input, save."""
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
-        raise ValueError(f"{out} exists and is not empty (use --force to write into it)")
+        raise LorakitError(f"{out} exists and is not empty (use --force to write into it)")
     adapter = read_adapter(args.adapter)
     loaded = load_model_for_adapter(args.model, adapter)
     model = loaded.model.eval()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lorakit.cli.train import one_line_errors
+from lorakit.cli.options import add_config_options, one_line_errors
+from lorakit.errors import LorakitError
 
 # 150 steps of 32 examples (~70% of an SST-2 epoch) reach ~86% dev accuracy; the rest of the
 # 10 minutes goes to the two evaluations on a busy 2-core machine.
@@ -20,12 +21,10 @@ DEFAULT_STEPS = 150
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``lorakit quickstart``."""
-    parser.add_argument("--data-root", metavar="DIR", help="folder holding the shared data sets (sst2/)")
+    add_config_options(parser, ["data_root", "threads", "progress"])
     parser.add_argument("--out", default="runs/quickstart", help="run folder (default: runs/quickstart)")
     parser.add_argument("--max-steps", type=int, default=DEFAULT_STEPS,
                         help=f"optimizer steps of 32 examples (default: {DEFAULT_STEPS})")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (1 is faster on a busy machine)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
     one_line_errors(parser)
 
 
@@ -34,7 +33,7 @@ def quickstart_config(args: argparse.Namespace):
     from lorakit.train.config import TrainConfig
 
     if args.max_steps < 1:
-        raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+        raise LorakitError(f"--max-steps must be >= 1, got {args.max_steps}")
     return TrainConfig(model="minilm", data="sst2", data_root=args.data_root, targets=("qv",), rank=8,
                        max_steps=args.max_steps, eval_every=0, out=args.out, threads=args.threads,
                        progress=args.progress)

@@ -13,7 +13,8 @@ import argparse
 import os
 
 from lorakit.cli.common import positive_int
-from lorakit.models.precision import BASE_DTYPES
+from lorakit.cli.options import add_config_options
+from lorakit.errors import LorakitError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,12 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="largest request body")
     parser.add_argument("--api-key", default=None,
                         help="bearer key required on every route but /health (default: $LORAKIT_API_KEY if set)")
-    parser.add_argument("--dtype", choices=("auto", *BASE_DTYPES), default="auto",
-                        help="precision of the frozen base: auto (bf16 where the hardware multiplies bf16 natively, "
-                             "else fp32), fp32, bf16, fp16, or int8/nf4 (Linear layers quantized with bitsandbytes); "
-                             "adapters are kept in the activations' type")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the model runs (default auto: cuda when available)")
+    # --base-dtype as train spells it; --dtype is serve's older spelling of the same option.
+    add_config_options(parser, ["base_dtype", "device"], flags={"base_dtype": ("--base-dtype", "--dtype")},
+                       helps={"base_dtype": "precision of the frozen base: auto (bf16 where the hardware multiplies "
+                                            "bf16 natively, else fp32), fp32, bf16, fp16, or int8/nf4 (Linear layers "
+                                            "quantized with bitsandbytes); adapters are kept in the activations' type"})
     parser.add_argument("--preload", nargs="*", default=(), metavar="NAME", help="adapters to load at start")
 
 
@@ -56,15 +56,15 @@ def run(args: argparse.Namespace) -> int:
     from lorakit.serve.http_generate import Limits
 
     if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+        raise LorakitError(f"--port must be in 1..65535, got {args.port}")
     if args.prefix_cache_mb < 0:
-        raise ValueError(f"--prefix-cache-mb must be 0 (off) or more, got {args.prefix_cache_mb}")
+        raise LorakitError(f"--prefix-cache-mb must be 0 (off) or more, got {args.prefix_cache_mb}")
     if not os.path.isdir(args.adapters):  # fail before spending time loading the model
-        raise ValueError(f"adapters folder not found: {args.adapters}")
+        raise LorakitError(f"adapters folder not found: {args.adapters}")
     from lorakit.train.distributed import resolve_device
 
     server = LoraServer.from_pretrained(args.model, task=args.task, num_labels=args.num_labels,
-                                        dtype=args.dtype, device=resolve_device(args.device), pack=not args.no_pack,
+                                        dtype=args.base_dtype, device=resolve_device(args.device), pack=not args.no_pack,
                                         adapters_dir=args.adapters, max_loaded=args.max_loaded,
                                         max_batch=args.max_batch, max_queue=args.max_queue,
                                         prefix_cache_mb=args.prefix_cache_mb)

@@ -23,61 +23,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lorakit.train.config import TrainConfig, field_types, load_config
-
-
-def one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Make ``parser`` report bad or unknown options as one ``error:`` line with exit code 2."""
-
-    def error(message: str) -> None:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    parse_known = parser.parse_known_args
-
-    def strict_parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
-        namespace, extras = parse_known(args, namespace)
-        if extras:  # argparse would report these later, with a usage block, from the top parser
-            error(f"unknown option {extras[0]!r} (see lorakit {parser.prog.split()[-1]} --help)")
-        return namespace, extras
-
-    parser.error = error  # type: ignore[method-assign]
-    parser.parse_known_args = strict_parse_known_args  # type: ignore[method-assign]
-
-
-def _scalar(kind: Any) -> Any:
-    """The argparse ``type`` for a field annotation (``int | None`` → int)."""
-    args = [a for a in getattr(kind, "__args__", (kind,)) if a is not type(None)]
-    base = args[0] if args else kind
-    return base if base in (int, float, str) else str
+from lorakit.cli.options import add_config_options, one_line_errors
+from lorakit.train.config import TrainConfig, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per :class:`TrainConfig` field (defaults are SUPPRESSed so a config file can set them)."""
-    types = field_types()
     parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="TOML or YAML file of options (same names as below); command-line options win")
-    for f in dataclasses.fields(TrainConfig):
-        meta, kind = f.metadata, types[f.name]
-        help_text = meta.get("help", "")
-        if meta.get("positional"):
-            parser.add_argument(f.name, metavar=f.name.upper(), nargs="?", default=argparse.SUPPRESS, help=help_text)
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        shown = "" if f.default is None else f" (default: {_shown(f.default)})"
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text + shown)
-        elif getattr(kind, "__origin__", None) is tuple:
-            parser.add_argument(flag, nargs="+", metavar="SPEC", default=argparse.SUPPRESS, help=help_text + shown)
-        else:
-            parser.add_argument(flag, type=_scalar(kind), choices=meta.get("choices"), default=argparse.SUPPRESS,
-                                metavar=None if meta.get("choices") else f.name.upper(), help=help_text + shown)
+    add_config_options(parser, [f.name for f in dataclasses.fields(TrainConfig)], suppress=True)
     one_line_errors(parser)
-
-
-def _shown(value: Any) -> str:
-    return " ".join(value) if isinstance(value, tuple) else str(value)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

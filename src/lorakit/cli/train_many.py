@@ -30,21 +30,21 @@ import argparse
 import sys
 
 from lorakit.cli.common import positive_int
-from lorakit.cli.train import one_line_errors
+from lorakit.cli.options import add_config_options, one_line_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The jobs file, the output folder, --resume and --no-progress."""
     parser.add_argument("jobs", metavar="JOBS", help="TOML (or YAML) file: shared model at the top, one [[job]] per adapter")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder; each job writes DIR/<name>/")
-    parser.add_argument("--resume", action="store_true", help="continue every job from DIR/<name>/checkpoint")
+    add_config_options(parser, ["resume", "progress"],
+                       helps={"resume": "continue every job from DIR/<name>/checkpoint exactly where it stopped",
+                              "progress": "one progress bar per job"})
     parser.add_argument("--max-rows", type=_max_rows, default=None, metavar="N|auto|all",
                         help="rows per forward: each step's micro-batches of the jobs run in forwards of at "
                              "most N rows (whole jobs each; same adapters either way). auto (default): all in "
                              "one on a GPU, the largest job's micro-batch on a CPU (as fast, less memory); "
                              "all: one forward. Also max_rows at the top of the jobs file")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="one progress bar per job (default: on)")
     one_line_errors(parser)
 
 
