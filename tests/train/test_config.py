@@ -37,7 +37,7 @@ def test_overrides_win_over_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "match"), [
     ("rnak = 4\n", "unknown option 'rnak'.*did you mean 'rank'"),
     ('rank = "8"\n', "rank must be int"),
-    ("rank = 0\n", "rank must be >= 1"),
+    ("rank = 0\n", "rank r must be a positive integer"),
     ("dropout = 1.5\n", "dropout must be in"),
     ('task = "regress"\n', "task must be one of"),
     ("full = true\nbitfit = true\n", "one of --full and --bitfit"),
@@ -68,3 +68,12 @@ def test_resolve_fills_task_defaults() -> None:
     assert full.lr == DEFAULT_LR[("full", "generate")] and full.out == "runs/smollm2-e2e-full"
     with pytest.raises(ValueError, match="task is classify"):
         TrainConfig(task="generate").resolve("classify", "minilm", "sst2")
+
+
+def test_list_options_take_commas_as_the_cli_does(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('targets = "query,value"\nreport_to = ["tensorboard", "mlflow"]\nrank_pattern = "query=4,value=2"\n')
+    cfg = load_config(path)
+    assert cfg.targets == ("query", "value") and cfg.report_to == ("tensorboard", "mlflow")
+    assert cfg.variant_options()["rank_pattern"] == {"query": 4, "value": 2}
+    assert TrainConfig(targets=("c_attn[q,v]",)).targets == ("c_attn[q,v]",)  # a fused slice keeps its comma

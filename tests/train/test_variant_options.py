@@ -21,10 +21,10 @@ def test_inits_are_the_cores():
 def test_cli_options_become_spec_arguments():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["minilm", "sst2", "--dora", "--rslora", "--init", "olora", "--lora-plus-ratio", "16",
+    args = parser.parse_args(["minilm", "sst2", "--dora", "--rslora", "--init", "gaussian", "--lora-plus-ratio", "16",
                               "--layers", "0-2,5", "--rank-pattern", "query=16", "re:.*value=4", "--alpha-pattern", "query=32"])
     cfg = config_from_args(args)
-    assert cfg.variant_options() == {"dora": True, "rslora": True, "init": "olora", "layers": (0, 1, 2, 5),
+    assert cfg.variant_options() == {"dora": True, "rslora": True, "init": "gaussian", "layers": (0, 1, 2, 5),
                                      "rank_pattern": {"query": 16, "re:.*value": 4}, "alpha_pattern": {"query": 32.0}}
     assert cfg.lora_plus_ratio == 16.0
 
@@ -32,7 +32,8 @@ def test_cli_options_become_spec_arguments():
 @pytest.mark.parametrize("kw, match", [(dict(layers="3-1"), "layers must"), (dict(rank_pattern=("q",)), "rank_pattern"),
                                        (dict(alpha_pattern=("q=-1",)), "alpha_pattern"), (dict(init="lora"), "init"),
                                        (dict(lora_plus_ratio=0.0), "lora_plus_ratio"),
-                                       (dict(full=True, dora=True), "trains no adapter")])
+                                       (dict(full=True, dora=True), "trains no adapter"),
+                                       (dict(dora=True, init="olora"), "cannot be combined")])  # LoraSpec's check
 def test_bad_values_raise(kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw)

@@ -28,6 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lorakit.errors import LorakitError
+from lorakit.io.atomic import replacing, sync
+
 CHECKPOINT = "checkpoint"
 FORMAT_VERSION = 1
 
@@ -128,10 +131,10 @@ def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
             "numpy_rng": _numpy_rng(),
         }
         (tmp / "state.json").write_text(json.dumps(payload, indent=1))
-        for path in tmp.iterdir():  # the rename below must not publish unflushed files
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
+        for path in [*tmp.iterdir(), tmp]:  # the rename below must not publish unflushed files
+            sync(path)
         _swap_into_place(tmp, folder)
+        sync(folder.parent)  # nor may a power cut undo the rename itself
         _remove_leftovers(folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -184,7 +187,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as exc:
-        raise ValueError(f"{path}: damaged checkpoint file ({exc}); delete the checkpoint or use another --out") from None
+        raise LorakitError(f"{path}: damaged checkpoint file ({exc}); delete the checkpoint or use another --out") from None
 
 
 def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -197,14 +200,14 @@ def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
     folder = Path(folder)
     meta = json.loads((folder / "state.json").read_text())
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{folder}: written by a newer lorakit (format_version {meta['format_version']})")
+        raise LorakitError(f"{folder}: written by a newer lorakit (format_version {meta['format_version']})")
     live = trainable_tensors(model)
     if list(live) != meta["param_names"]:
         missing = sorted(set(meta["param_names"]) - set(live))
         extra = sorted(set(live) - set(meta["param_names"]))
-        raise ValueError(f"{folder}: the checkpoint does not fit this run (trainable parameters differ: "
-                         f"in checkpoint only {missing[:3]}, in model only {extra[:3]}); "
-                         f"use the same options as the interrupted run, or another --out")
+        raise LorakitError(f"{folder}: the checkpoint does not fit this run (trainable parameters differ: "
+                           f"in checkpoint only {missing[:3]}, in model only {extra[:3]}); "
+                           f"use the same options as the interrupted run, or another --out")
     weights = _read_tensors(folder / "trainable.safetensors")
     with torch.no_grad():
         for name, param in live.items():
@@ -231,23 +234,16 @@ def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
     prefix = f"rng.{rank}."
     mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     if not mine:
-        raise ValueError(f"{folder}: no RNG state for rank {rank} (was it written with fewer processes?)")
+        raise LorakitError(f"{folder}: no RNG state for rank {rank} (was it written with fewer processes?)")
     set_rng_tensors(mine)
     return TrainState(**meta["state"])
 
 
 def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: str | Path) -> Path:
-    """Write ``tensors`` to a safetensors file through a temporary name and a rename."""
+    """Write ``tensors`` to a safetensors file atomically (:func:`lorakit.io.atomic.replacing`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
     return path
 
 
@@ -256,7 +252,7 @@ def load_tensors_into(model: nn.Module, path: str | Path) -> None:
     tensors = load_file(str(path))
     live = trainable_tensors(model)
     if set(tensors) != set(live):
-        raise ValueError(f"{path}: saved tensors do not match the model's trainable parameters")
+        raise LorakitError(f"{path}: saved tensors do not match the model's trainable parameters")
     with torch.no_grad():
         for name, param in live.items():
             param.copy_(tensors[name])

@@ -15,11 +15,13 @@ import dataclasses
 import difflib
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from lorakit.core import LoraSpec
+from lorakit.errors import LorakitError
 from lorakit.models.precision import BASE_DTYPES
 
 # (method, task) -> peak learning rate. LoRA on a small sentence encoder wants a high rate (its head
@@ -68,10 +70,11 @@ class TrainConfig:
     report_to: tuple[str, ...] = _opt(("none",), "experiment trackers: tensorboard, mlflow (both write under OUT), or none")
     # -- the adapter ----------------------------------------------------------------------------
     targets: tuple[str, ...] = _opt(("qv",), "modules to adapt: presets qv/attention/ffn/all-linear, suffixes, re:REGEX")
-    rank: int = _opt(8, "LoRA rank r")
-    alpha: float = _opt(16.0, "LoRA alpha (the update is scaled by alpha / r)")
+    rank: int = _opt(8, "LoRA rank r", aliases=("-r",))
+    # A fixed 16 (LoraSpec's default), not 2·rank: as in the paper, alpha stays put while r is varied.
+    alpha: float = _opt(16.0, "LoRA alpha (the update is scaled by alpha / r; a fixed number, not tied to --rank)")
     dropout: float = _opt(0.05, "dropout on the LoRA path")
-    # LoRA variants and per-module controls (lorakit.core.variants, lorakit.variants; one block, see variant_options()).
+    # LoRA variants and per-module controls (lorakit.core.variants; one block, see variant_options()).
     dora: bool = _opt(False, "DoRA: a trained magnitude per output row times the normalised W0 + s·B·A (Liu et al. 2024)")
     rslora: bool = _opt(False, "rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r")
     init: str = _opt("kaiming", "initialisation: kaiming or gaussian (B = 0); pissa or olora (A, B from W0's SVD / QR, "
@@ -106,7 +109,11 @@ class TrainConfig:
     eval_limit: int | None = _opt(None, "evaluate on the first N examples only (for generation: N MRs)")
     eval_batch_size: int = _opt(32, "batch size for evaluation and generation")
     base_eval: bool = _opt(True, "also evaluate the base model before training (the 'before' in metrics.json)")
-    num_beams: int = _opt(1, "beam width for generation (1: greedy)")
+    num_beams: int = _opt(1, "beam width for generation (1: greedy; the paper's E2E figures: 10)")
+    length_penalty: float = _opt(1.0, "beam search: a beam's log-probability is divided by length ** this "
+                                 "(smaller values favour shorter outputs; the paper: 0.9); unused when --num-beams is 1")
+    no_repeat_ngram_size: int = _opt(0, "never repeat an n-gram of this many tokens in one output, greedy or "
+                                     "beam (0: off; the paper: 4)")
     max_new_tokens: int = _opt(64, "generation length cap")
     # -- run ------------------------------------------------------------------------------------
     out: str | None = _opt(None, "output folder (default: runs/MODEL-DATA[-full|-bitfit])")
@@ -125,57 +132,53 @@ class TrainConfig:
                                "(far less activation memory, about a third more compute; same gradients)")
 
     def __post_init__(self) -> None:
-        for name in ("targets", "report_to"):  # one string, or a list from a config file: a tuple
+        for name in ("targets", "report_to", "rank_pattern", "alpha_pattern"):  # one format: as the CLI's lists
             value = getattr(self, name)
-            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+            if isinstance(value, str | list | tuple) and all(isinstance(v, str) for v in value):
+                object.__setattr__(self, name, split_list((value,) if isinstance(value, str) else value))
         _check_types(self)
         for name, allowed in (("task", TASKS), ("device", DEVICES), ("decay", DECAYS)):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        positive = ["rank", "batch_size", "grad_accum", "eval_batch_size", "num_beams", "max_new_tokens",
+                raise LorakitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        positive = ["batch_size", "grad_accum", "eval_batch_size", "num_beams", "max_new_tokens",
                     "log_every", "max_bad_steps", "pad_multiple"]
         positive += [n for n in ("max_steps", "max_length", "eval_limit", "checkpoint_every", "threads")
                      if getattr(self, n) is not None]
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+                raise LorakitError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.no_repeat_ngram_size < 0:
+            raise LorakitError(f"no_repeat_ngram_size must be >= 0 (0: off), got {self.no_repeat_ngram_size}")
+        if not math.isfinite(self.length_penalty):
+            raise LorakitError(f"length_penalty must be a finite number, got {self.length_penalty!r}")
         if self.eval_every is not None and self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+            raise LorakitError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.batch_size % self.grad_accum:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
-        for name in ("alpha", "epochs") + (("lr",) if self.lr is not None else ()):
+            raise LorakitError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        for name in ("epochs",) + (("lr",) if self.lr is not None else ()):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        for name, low, high in (("dropout", 0.0, 1.0), ("warmup_ratio", 0.0, 1.0)):
-            if not low <= getattr(self, name) < high:
-                raise ValueError(f"{name} must be in [{low}, {high}), got {getattr(self, name)!r}")
+                raise LorakitError(f"{name} must be a finite number > 0, got {value!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise LorakitError(f"warmup_ratio must be in [0.0, 1.0), got {self.warmup_ratio!r}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ValueError("weight_decay and max_grad_norm must be >= 0")
+            raise LorakitError("weight_decay and max_grad_norm must be >= 0")
         if self.full and self.bitfit:
-            raise ValueError("choose one of --full and --bitfit")
-        if not self.targets or not all(t.strip() for t in self.targets):
-            raise ValueError(f"targets must be non-empty names, got {self.targets!r}")
-        if self.init not in LORA_INITS:
-            raise ValueError(f"init must be one of {', '.join(LORA_INITS)}, got {self.init!r}")
+            raise LorakitError("choose one of --full and --bitfit")
         if self.lora_plus_ratio is not None and not (math.isfinite(self.lora_plus_ratio) and self.lora_plus_ratio > 0):
-            raise ValueError(f"lora_plus_ratio must be a finite number > 0, got {self.lora_plus_ratio!r}")
+            raise LorakitError(f"lora_plus_ratio must be a finite number > 0, got {self.lora_plus_ratio!r}")
         options = self.variant_options()  # parses --layers and the patterns: bad ones raise here, before any work
+        self.lora_spec()  # rank, alpha, dropout, targets, init, patterns: LoraSpec validates them, once
         given = [k for k, v in options.items() if v not in (False, None, "kaiming", {})]
         if self.method != "lora" and (given or self.lora_plus_ratio is not None):
-            raise ValueError(f"--{self.method} trains no adapter: drop the LoRA option(s) "
-                             f"{', '.join(given + (['lora_plus_ratio'] if self.lora_plus_ratio else []))}")
+            raise LorakitError(f"--{self.method} trains no adapter: drop the LoRA option(s) "
+                               f"{', '.join(given + (['lora_plus_ratio'] if self.lora_plus_ratio else []))}")
         _check_memory_options(self)
         _check_own_data_options(self)
 
     def variant_options(self) -> dict[str, Any]:
         """The ``LoraSpec`` keyword arguments of the variant block (dora, rslora, init, layers, patterns)."""
-        layers = None
-        if self.layers is not None:
-            try:
-                layers = tuple(i for part in self.layers.split(",") for i in _index_range(part))
-            except ValueError:
-                raise ValueError(f"layers must look like 0-5 or 0,2,4-7, got {self.layers!r}") from None
+        layers = None if self.layers is None else parse_layers(self.layers)
         patterns = {}
         for name, cast in (("rank_pattern", int), ("alpha_pattern", float)):
             pairs = [item.rpartition("=") for item in getattr(self, name)]
@@ -184,8 +187,13 @@ class TrainConfig:
             except ValueError:
                 patterns[name] = {}
             if len(patterns[name]) != len(pairs) or any(v <= 0 for v in patterns[name].values()):
-                raise ValueError(f"{name} entries must be PATTERN=NUMBER > 0, got {list(getattr(self, name))!r}")
+                raise LorakitError(f"{name} entries must be PATTERN=NUMBER > 0, got {list(getattr(self, name))!r}")
         return {"dora": self.dora, "rslora": self.rslora, "init": self.init, "layers": layers, **patterns}
+
+    def lora_spec(self, modules_to_save: tuple[str, ...] = ()) -> LoraSpec:
+        """The adapter this config trains (with ``modules_to_save``, e.g. a classification head)."""
+        return LoraSpec(r=self.rank, alpha=self.alpha, dropout=self.dropout, targets=self.targets,
+                        modules_to_save=modules_to_save, **self.variant_options())
 
     @property
     def method(self) -> str:
@@ -195,7 +203,7 @@ class TrainConfig:
     def resolve(self, task: str, model_name: str, data_name: str) -> TrainConfig:
         """A copy with every task-dependent default filled in (``task`` is the data set's task)."""
         if self.task != "auto" and self.task != task:
-            raise ValueError(f"--task {self.task} does not fit the data set {data_name!r}, whose task is {task}")
+            raise LorakitError(f"--task {self.task} does not fit the data set {data_name!r}, whose task is {task}")
         suffix = "" if self.method == "lora" else f"-{self.method}"
         out = self.out or str(Path("runs") / f"{_slug(model_name)}-{_slug(data_name)}{suffix}")
         return dataclasses.replace(
@@ -219,12 +227,39 @@ class TrainConfig:
             if name not in names:
                 close = difflib.get_close_matches(name, sorted(names), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"{source}: unknown option {key!r}{hint}")
+                raise LorakitError(f"{source}: unknown option {key!r}{hint}")
             kwargs[name] = value
         try:
             return cls(**kwargs)
         except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from None
+            raise LorakitError(f"{source}: {exc}") from None
+
+
+def split_list(items: Iterable[str]) -> tuple[str, ...]:
+    """Items given space- or comma-separated, flattened: ``["q,v", "k"]`` → ``("q", "v", "k")``.
+
+    The one format of every list option (CLI and config files). A comma inside brackets, braces or
+    parentheses belongs to its item (a fused slice ``c_attn[q,v]``, a regex quantifier ``{1,2}``).
+    """
+    out: list[str] = []
+    for item in items:
+        depth, start = 0, 0
+        for i, char in enumerate(item):
+            depth += char in "[{("
+            depth -= char in "]})"
+            if char == "," and depth <= 0:
+                out.append(item[start:i])
+                start = i + 1
+        out.append(item[start:])
+    return tuple(part.strip() for part in out if part.strip())
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """``"0-5"`` or ``"0,2,4-7"`` → the layer indices (LorakitError naming the text otherwise)."""
+    try:
+        return tuple(i for part in text.split(",") for i in _index_range(part))
+    except ValueError:
+        raise LorakitError(f"layers must look like 0-5 or 0,2,4-7, got {text!r}") from None
 
 
 def _index_range(part: str) -> range:
@@ -232,7 +267,7 @@ def _index_range(part: str) -> range:
     low, dash, high = part.strip().partition("-")
     first, last = int(low), int(high) if dash else int(low)
     if first < 0 or last < first:
-        raise ValueError(part)
+        raise LorakitError(part)
     return range(first, last + 1)
 
 
@@ -240,10 +275,10 @@ def _check_memory_options(cfg: TrainConfig) -> None:
     """base_dtype is a known name, and only LoRA has a frozen base to put in it."""
     allowed = ("auto", *BASE_DTYPES)
     if cfg.base_dtype not in allowed:
-        raise ValueError(f"base_dtype must be one of {', '.join(allowed)}, got {cfg.base_dtype!r}")
+        raise LorakitError(f"base_dtype must be one of {', '.join(allowed)}, got {cfg.base_dtype!r}")
     if cfg.method != "lora" and cfg.base_dtype not in ("auto", "fp32"):
-        raise ValueError(f"base_dtype {cfg.base_dtype} applies to LoRA's frozen base; --{cfg.method} trains "
-                         f"every {'weight' if cfg.full else 'bias'} in fp32 (leave base_dtype at auto or fp32)")
+        raise LorakitError(f"base_dtype {cfg.base_dtype} applies to LoRA's frozen base; --{cfg.method} trains "
+                           f"every {'weight' if cfg.full else 'bias'} in fp32 (leave base_dtype at auto or fp32)")
 
 
 TRACKERS = ("tensorboard", "mlflow", "none")
@@ -252,14 +287,14 @@ TRACKERS = ("tensorboard", "mlflow", "none")
 def _check_own_data_options(cfg: TrainConfig) -> None:
     """Validate the own-data block: fraction, patience, trackers."""
     if not 0.0 < cfg.eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {cfg.eval_fraction!r}")
+        raise LorakitError(f"eval_fraction must be in (0, 1), got {cfg.eval_fraction!r}")
     if cfg.early_stopping_patience is not None and cfg.early_stopping_patience < 1:
-        raise ValueError(f"early_stopping_patience must be >= 1, got {cfg.early_stopping_patience}")
+        raise LorakitError(f"early_stopping_patience must be >= 1, got {cfg.early_stopping_patience}")
     if cfg.early_stopping_patience is not None and cfg.eval_every == 0:
-        raise ValueError("early_stopping_patience needs evaluations during training (eval_every > 0)")
+        raise LorakitError("early_stopping_patience needs evaluations during training (eval_every > 0)")
     unknown = [t for t in cfg.report_to if t not in TRACKERS]
     if unknown or not cfg.report_to or ("none" in cfg.report_to and len(cfg.report_to) > 1):
-        raise ValueError(f"report_to must be one or more of tensorboard, mlflow, or just none; got {list(cfg.report_to)}")
+        raise LorakitError(f"report_to must be one or more of tensorboard, mlflow, or just none; got {list(cfg.report_to)}")
 
 
 def _slug(name: str) -> str:
@@ -292,35 +327,35 @@ def _check_types(cfg: TrainConfig) -> None:
             ok = isinstance(value, base)
         if not ok:
             want = "a list of strings" if getattr(base, "__origin__", None) is tuple else base.__name__
-            raise ValueError(f"{name} must be {want}{' or null' if optional else ''}, got {value!r}")
+            raise LorakitError(f"{name} must be {want}{' or null' if optional else ''}, got {value!r}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a flat mapping of options."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file not found: {path}")
+        raise LorakitError(f"config file not found: {path}")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".toml":
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: not valid TOML ({exc})") from None
+            raise LorakitError(f"{path}: not valid TOML ({exc})") from None
     elif path.suffix in (".yaml", ".yml"):
         import yaml  # optional dependency (lorakit[train])
 
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise LorakitError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         data = {} if data is None else data
     else:
-        raise ValueError(f"{path}: config files must end in .toml, .yaml or .yml")
+        raise LorakitError(f"{path}: config files must end in .toml, .yaml or .yml")
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a table of options, got {type(data).__name__}")
+        raise LorakitError(f"{path}: expected a table of options, got {type(data).__name__}")
     nested = [k for k, v in data.items() if isinstance(v, dict)]
     if nested:
-        raise ValueError(f"{path}: unknown option {nested[0]!r} (options are flat keys, not tables)")
+        raise LorakitError(f"{path}: unknown option {nested[0]!r} (options are flat keys, not tables)")
     # Lists from files become the tuples the dataclass holds.
     return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 

@@ -22,6 +22,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from lorakit.errors import LorakitError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -88,7 +90,7 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     """``auto`` → cuda when available; ``cuda`` without a GPU is a user error."""
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda, but no CUDA device is available (use --device cpu)")
+            raise LorakitError("--device cuda, but no CUDA device is available (use --device cpu)")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 

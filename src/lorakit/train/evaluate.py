@@ -75,9 +75,30 @@ def evaluate_loss(model: nn.Module, examples: Sequence[Any], collate: Callable, 
 
 
 @torch.no_grad()
+def decoding_options(num_beams: int = 1, length_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
+                     max_new_tokens: int = 64) -> dict[str, Any]:
+    """The ``model.generate`` keyword arguments of a decoding, as recorded next to its scores.
+
+    ``length_penalty`` only exists for beam search (greedy decoding has no beams to rank), so it is
+    left out when ``num_beams`` is 1; ``no_repeat_ngram_size`` applies to greedy decoding too (0: off).
+    """
+    options: dict[str, Any] = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
+    if num_beams > 1:
+        options["length_penalty"] = length_penalty
+    if no_repeat_ngram_size > 0:
+        options["no_repeat_ngram_size"] = no_repeat_ngram_size
+    return options
+
+
+@torch.no_grad()
 def generate_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[list[int]], *, batch_size: int = 16,
-                   max_new_tokens: int = 64, num_beams: int = 1, progress: bool = False) -> list[str]:
-    """Decode a completion for each tokenized prompt (greedy, or beam search); returns stripped texts."""
+                   max_new_tokens: int = 64, num_beams: int = 1, length_penalty: float = 1.0,
+                   no_repeat_ngram_size: int = 0, progress: bool = False) -> list[str]:
+    """Decode a completion for each tokenized prompt (greedy, or beam search); returns stripped texts.
+
+    Beam search as the paper decoded E2E: ``num_beams=10, length_penalty=0.9, no_repeat_ngram_size=4``.
+    """
+    decoding = decoding_options(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens)
     was_training = model.training
     model.eval()
     device = _device_of(model)
@@ -94,8 +115,8 @@ def generate_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[list[int]
                 ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[r, width - len(prompts[i]):] = 1
             out = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                num_beams=num_beams, do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+                input_ids=ids.to(device), attention_mask=mask.to(device), **decoding,
+                do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
             )
             for r, i in enumerate(rows):
                 texts[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True).strip()
@@ -105,23 +126,26 @@ def generate_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[list[int]
 
 
 def evaluate_generation(model: nn.Module, tokenizer: Any, examples: Sequence[Any], *, batch_size: int = 16,
-                        max_new_tokens: int = 64, num_beams: int = 1, use_chat_template: bool | None = None,
+                        max_new_tokens: int = 64, num_beams: int = 1, length_penalty: float = 1.0,
+                        no_repeat_ngram_size: int = 0, use_chat_template: bool | None = None,
                         progress: bool = False, samples: int = 3) -> dict[str, Any]:
     """BLEU, NIST, ROUGE-L, chrF of generated completions against every reference of each example.
 
-    Returns the metrics plus ``examples`` (how many were scored) and ``samples`` (a few prompt /
-    output / reference triples to eyeball).
+    Returns the metrics plus ``examples`` (how many were scored), ``decoding`` (how they were decoded:
+    a reported figure says whether it is greedy or the paper's beam search) and ``samples`` (a few
+    prompt / output / reference triples to eyeball).
     """
     from lorakit.data.batches import encode_prompt, wants_chat_template
     from lorakit.train.metrics import generation_metrics
 
     chat = wants_chat_template(tokenizer, use_chat_template)
     prompts = [encode_prompt(tokenizer, e.context if chat else e.prompt, chat) for e in examples]
-    outputs = generate_texts(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                             num_beams=num_beams, progress=progress)
+    decoding = decoding_options(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens)
+    outputs = generate_texts(model, tokenizer, prompts, batch_size=batch_size, **decoding, progress=progress)
     references = [list(e.references) or [e.completion] for e in examples]
     metrics: dict[str, Any] = dict(generation_metrics(outputs, references))
     metrics["examples"] = len(examples)
+    metrics["decoding"] = decoding
     metrics["samples"] = [{"prompt": e.prompt, "output": o, "reference": r[0]}
                           for e, o, r in list(zip(examples, outputs, references, strict=True))[:samples]]
     return metrics
@@ -129,6 +153,7 @@ def evaluate_generation(model: nn.Module, tokenizer: Any, examples: Sequence[Any
 
 def evaluate_dataset(model: nn.Module, tokenizer: Any, dataset: Any, *, collate: Callable | None = None,
                      batch_size: int = 32, max_length: int = 128, num_beams: int = 1, max_new_tokens: int = 64,
+                     length_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
                      progress: bool = False) -> dict[str, Any]:
     """Evaluate on a data set by its task: classification metrics, or generation metrics."""
     if dataset.task == "classify":
@@ -138,4 +163,5 @@ def evaluate_dataset(model: nn.Module, tokenizer: Any, dataset: Any, *, collate:
             collate = ClassificationCollator(tokenizer, max_length)
         return evaluate_classification(model, dataset.examples, collate, dataset.num_labels, batch_size, progress)
     return evaluate_generation(model, tokenizer, dataset.examples, batch_size=batch_size,
-                               max_new_tokens=max_new_tokens, num_beams=num_beams, progress=progress)
+                               max_new_tokens=max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
+                               no_repeat_ngram_size=no_repeat_ngram_size, progress=progress)

@@ -1,13 +1,15 @@
-"""The training loop: one function, explicit steps (nanoGPT-style), testable on a tiny model.
+"""The training loop: one :class:`Run` per adapter and one driver, :func:`fit`, for every loop.
 
-Each optimizer step takes the next ``batch_size`` examples of the seeded stream, gives each process
-its rows, splits them into ``grad_accum`` micro-batches, and divides every summed loss by the global
-number of loss terms before ``backward`` (see :mod:`lorakit.train.objectives`), so the update does
-not depend on how the batch was split. Gradients are summed over processes by DistributedDataParallel
-during the last micro-batch's backward (see :mod:`lorakit.train.distributed`); then clip, AdamW with the rate
-``lr_at(step)``. A non-finite loss or gradient skips the step (counted; ``max_bad_steps`` in a row
-abort). Evaluation, best-adapter selection and checkpoints happen at fixed step intervals; SIGTERM
-finishes the current step, writes a checkpoint and returns cleanly.
+``lorakit train`` fits one run with the data-parallel forward (:func:`train_loop`); ``lorakit
+train-many`` fits one run per job with the mixed forward (:mod:`lorakit.train.many.runner`). Each
+optimizer step of a run takes the next ``batch_size`` examples of its seeded stream, gives each
+process its rows, splits them into ``grad_accum`` micro-batches and divides every summed loss by the
+global number of loss terms before ``backward`` (see :mod:`lorakit.train.objectives`), so the update
+does not depend on how the batch was split. Gradients are summed over processes by
+DistributedDataParallel during the last micro-batch's backward (see :mod:`lorakit.train.distributed`);
+then clip, AdamW with the rate ``lr_at(step)``. A non-finite loss or gradient skips the step
+(counted; ``max_bad_steps`` in a row abort). Evaluation, best-adapter selection and checkpoints happen
+at fixed step intervals; SIGTERM finishes the current step, writes a checkpoint and returns cleanly.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ import torch
 from torch import nn
 
 from lorakit.core import lora_layers
+from lorakit.errors import LorakitError
 from lorakit.train.checkpoint import (
     CHECKPOINT,
     TrainState,
@@ -98,7 +103,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; no decay on biases and norms (1-D tensors)."""
     params = list(trainable_tensors(model).items())
     if not params:
-        raise ValueError("nothing to train: no parameter requires a gradient")
+        raise LorakitError("nothing to train: no parameter requires a gradient")
     # LoRA+ (Hayou et al. 2024): every B in its own group, its rate lr_scale times the schedule's.
     plus = {id(layer.lora_B) for layer in lora_layers(model).values()} if cfg.lora_plus_ratio else set()
     decay = [p for n, p in params if p.ndim >= 2 and id(p) not in plus]
@@ -109,6 +114,257 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
                           {"params": faster, "weight_decay": cfg.weight_decay, "lr_scale": cfg.lora_plus_ratio})
               if g["params"]]
     return torch.optim.AdamW(groups, lr=cfg.lr or 1e-3, betas=(0.9, 0.999), eps=1e-8)
+
+
+def _alone(model: nn.Module) -> AbstractContextManager[nn.Module]:
+    """The view of a run that owns its model (``lorakit train``): the model itself."""
+
+    @contextmanager
+    def view() -> Iterator[nn.Module]:
+        yield model
+
+    return view()
+
+
+class Run:
+    """One adapter being trained: its optimizer, schedule, data stream, counters, tracker, best adapter
+    and checkpoint. :func:`fit` calls :meth:`begin_step`, feeds :meth:`add` from the forward, then
+    :meth:`end_step` (update, log, :meth:`maybe_eval`, :meth:`checkpoint`); :meth:`finish` ends it.
+
+    ``view()`` shows the model as this run alone has it (train-many: one job's layers in the shared
+    base). ``rng_states()`` gives the torch RNG states its checkpoint holds (every process's, by
+    default); ``rng_restored()`` is called after a resumed checkpoint set torch's RNG (train-many
+    takes the job's stream from it). ``status``: running, done, interrupted or failed (``error``).
+    """
+
+    def __init__(self, name: str, cfg: TrainConfig, examples: Sequence[Any],
+                 collate: Callable[[list[Any]], dict[str, torch.Tensor]], total_steps: int, *,
+                 ctx: DistContext, view: Callable[[], AbstractContextManager[nn.Module]],
+                 out_dir: str | Path | None = None, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+                 selection: Selection = Selection("loss", False), resume: bool = False,
+                 tracker: Trackers | None = None, progress: bool = True, bar_position: int | None = None,
+                 rng_states: Callable[[], list[dict[str, torch.Tensor]]] | None = None,
+                 rng_restored: Callable[[], None] | None = None) -> None:
+        world_rows = ctx.world_size * cfg.grad_accum
+        if cfg.batch_size % world_rows:
+            raise LorakitError(f"batch_size {cfg.batch_size} must be divisible by processes × grad_accum = {world_rows}")
+        self.name, self.cfg, self.examples, self.collate, self.total_steps = name, cfg, examples, collate, total_steps
+        self.ctx, self.view, self.evaluate, self.selection, self.tracker = ctx, view, evaluate, selection, tracker
+        self.out = Path(out_dir) if out_dir is not None else None
+        self._rng_states = rng_states or (lambda: ctx.gather_rng(rng_tensors()))
+        self.status, self.error, self.early_stopped = "running", None, False
+        if self.out is not None and ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        with view() as model:
+            self.optimizer = make_optimizer(model, cfg)
+            self.state = self._restore(model, resume, rng_restored)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.schedule = Schedule(cfg.lr, total_steps, round(cfg.warmup_ratio * total_steps), cfg.decay)
+        self.eval_every, self.ckpt_every = intervals(cfg, total_steps)
+        self.best_path = self.out / BEST / "trainable.safetensors" if self.out is not None else None
+        lengths = [example_length(e) for e in examples] if cfg.group_by_length else None
+        self.stream = ExampleStream(len(examples), cfg.seed, cfg.batch_size, lengths)
+        self.bar = _progress(cfg, ctx, total_steps, self.state.step, name, bar_position) if progress else None
+        self.seconds_before = self.state.train_seconds
+        self.started, self.tokens_here, self.eval_seconds, self.window = time.perf_counter(), 0, 0.0, []
+        # The step in progress: its micro-batches, its global loss terms, what the forward added up.
+        self.micro: list[dict[str, torch.Tensor]] = []
+        self.terms, self.loss_sum, self.tokens = 0.0, torch.zeros((), dtype=torch.float64), 0
+
+    def _restore(self, model: nn.Module, resume: bool, rng_restored: Callable[[], None] | None) -> TrainState:
+        """The checkpoint in the output folder (with ``resume``), else a fresh start with no stale log or best."""
+        out, ctx = self.out, self.ctx
+        found = find_checkpoint(out) if (resume and out is not None) else None
+        if found is not None:
+            state = load_checkpoint(found, model, self.optimizer, ctx.rank)
+            if rng_restored is not None:
+                rng_restored()
+            if ctx.is_main:
+                truncate_log(out / LOG_FILE, state.step)
+            return state
+        if out is not None and ctx.is_main:
+            if resume:
+                print(f"note: no checkpoint in {out}; starting from step 0", file=sys.stderr)
+            (out / LOG_FILE).unlink(missing_ok=True)
+            shutil.rmtree(out / BEST, ignore_errors=True)  # a stale best of an earlier run must never be loaded
+        return TrainState()
+
+    @property
+    def complete(self) -> bool:
+        """Whether every step is taken (a resumed run may start complete)."""
+        return self.state.step >= self.total_steps
+
+    def begin_step(self, stop: bool) -> bool:
+        """Draw this process's rows of the next batch as micro-batches and set the rate; returns whether
+        every process agrees to stop (SIGTERM): the run is then checkpointed and ``interrupted``."""
+        cfg, ctx = self.cfg, self.ctx
+        rows = ctx.shard(self.stream.take(self.state.examples_seen, cfg.batch_size))
+        size = len(rows) // cfg.grad_accum
+        self.micro = [self.collate([self.examples[i] for i in rows[k * size:(k + 1) * size]])
+                      for k in range(cfg.grad_accum)]
+        head = torch.tensor([sum(loss_terms(cfg.task, b) for b in self.micro), float(stop)],
+                            dtype=torch.float64, device=ctx.device)
+        self.terms, stop_now = ctx.all_reduce_(head).tolist()
+        if stop_now:  # every process agrees, since the flags were summed
+            self.checkpoint()
+            self.status = "interrupted"
+            return True
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule(self.state.step) * group.get("lr_scale", 1.0)
+        self.loss_sum, self.tokens = torch.zeros((), dtype=torch.float64), 0
+        return False
+
+    def add(self, loss: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        """Count one micro-batch's loss (already divided by :attr:`terms`) and its tokens."""
+        self.loss_sum += loss.detach().double().cpu()
+        self.tokens += batch_tokens(batch)
+
+    def end_step(self) -> None:
+        """After the backward: clip, step (or skip a non-finite one), log, then evaluate, checkpoint
+        and stop early when due; ``status`` becomes done after the last step."""
+        cfg, ctx, state = self.cfg, self.ctx, self.state
+        totals = ctx.all_reduce_(torch.tensor([self.loss_sum.item(), float(self.tokens)], dtype=torch.float64,
+                                              device=ctx.device))
+        step_loss, step_tokens = totals[0].item(), int(totals[1].item())
+        norm = clip_gradients(self.params, cfg.max_grad_norm)
+        try:
+            self._update(step_loss, norm)
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.examples_seen += cfg.batch_size
+        state.tokens_seen += step_tokens
+        self.tokens_here += step_tokens
+        self.window.append(step_loss)
+        elapsed = time.perf_counter() - self.started
+        speed = self.tokens_here / max(elapsed - self.eval_seconds, 1e-9)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{speed:.0f}")
+        if state.step % cfg.log_every == 0 or state.step == self.total_steps:
+            finite = [v for v in self.window if math.isfinite(v)]
+            self._log({"step": state.step, "epoch": round(self.stream.epoch_of(state.examples_seen), 4),
+                       "loss": sum(finite) / max(len(finite), 1), "lr": self.schedule(state.step - 1),
+                       "grad_norm": norm, "tokens_per_s": speed, "elapsed_s": self.seconds_before + elapsed,
+                       "memory_mb": peak_memory_mb(ctx.device)})
+            self.window = []
+        evaluated = self.maybe_eval()
+        checkpointed = state.step % self.ckpt_every == 0 or state.step == self.total_steps
+        if checkpointed:
+            self.checkpoint()
+        if evaluated and patience_spent(cfg, state, ctx):
+            if not checkpointed:
+                self.checkpoint()
+            self.early_stopped = True
+        if self.complete or self.early_stopped:
+            self.status = "done"
+
+    def _update(self, step_loss: float, norm: float) -> None:
+        """AdamW's step for a finite loss and gradient, else a counted skip; too many skips abort."""
+        state = self.state
+        if math.isfinite(step_loss) and math.isfinite(norm):
+            self.optimizer.step()
+            state.bad_in_a_row = 0
+            # A finite loss and gradient can still yield a non-finite weight (an overflow in low
+            # precision, an optimizer bug): stop before any checkpoint can hold it.
+            if not all(bool(torch.isfinite(p).all()) for p in self.params):
+                raise TrainingAborted(f"step {state.step + 1} produced non-finite weights; the last "
+                                      f"checkpoint is intact: resume it with a lower --lr")
+        else:
+            state.bad_in_a_row += 1
+            state.skipped_steps += 1
+            self._log({"step": state.step + 1, "skipped": True, "loss": str(step_loss)})
+        if state.bad_in_a_row >= self.cfg.max_bad_steps:
+            raise TrainingAborted(f"{state.bad_in_a_row} non-finite losses in a row at step {state.step + 1}; "
+                                  f"try a lower --lr")
+
+    def _log(self, record: dict[str, Any]) -> None:
+        append_log(self.out, self.ctx, record, self.tracker)
+
+    def maybe_eval(self) -> bool:
+        """Evaluate when due (main process) and keep the best adapter; returns whether it was due."""
+        state = self.state
+        if not ((self.eval_every and state.step % self.eval_every == 0) or state.step == self.total_steps):
+            return False
+        if self.evaluate is None:
+            return True
+        began = time.perf_counter()
+        with self.view() as model:
+            if self.ctx.is_main:
+                metrics = self.evaluate(model)
+                state.last_eval = metrics
+                self._log({"step": state.step, "eval": metrics})
+                value = metrics.get(self.selection.metric, float("nan"))
+                if self.selection.better(value, state.best_metric):
+                    state.best_metric, state.best_step, state.best_eval = value, state.step, metrics
+                    state.evals_since_best = 0
+                    if self.best_path is not None:
+                        save_tensors_atomic(trainable_tensors(model), self.best_path)
+                else:
+                    state.evals_since_best += 1
+            model.train()
+        self.ctx.barrier()
+        self.eval_seconds += time.perf_counter() - began
+        return True
+
+    def checkpoint(self) -> None:
+        """The resumable checkpoint: weights, optimizer, counters and the RNG states."""
+        self.state.train_seconds = self.seconds_before + time.perf_counter() - self.started
+        rngs = self._rng_states()
+        if self.out is not None and self.ctx.is_main:
+            with self.view() as model:
+                save_checkpoint(self.out / CHECKPOINT, model, self.optimizer, self.state, rngs)
+        self.ctx.barrier()
+
+    def finish(self) -> LoopResult:
+        """How the run ended (the progress bar is closed)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        seconds = time.perf_counter() - self.started
+        has_best = self.best_path is not None and self.best_path.is_file()
+        speed = self.tokens_here / max(seconds - self.eval_seconds, 1e-9)
+        stopped = "interrupted" if self.status == "interrupted" else "done"
+        return LoopResult(self.state, stopped, seconds, speed, self.best_path if has_best else None,
+                          self.early_stopped)
+
+
+def _direct(run: Run, action: Callable[[], Any]) -> None:
+    """The default guard of :func:`fit`: an error ends the loop."""
+    action()
+
+
+def fit(runs: Sequence[Run], forward_backward: Callable[[list[Run]], None], *,
+        guard: Callable[[Run, Callable[[], Any]], None] = _direct,
+        on_done: Callable[[Run], None] | None = None) -> None:
+    """Train every run to its end: per step, each running run's :meth:`~Run.begin_step`, one
+    ``forward_backward(running)`` (the backward of every run's micro-batches, calling
+    :meth:`~Run.add`), then each run's :meth:`~Run.end_step`.
+
+    ``guard(run, action)`` runs each per-run action (train-many: an error fails that job alone);
+    ``on_done(run)`` is called, guarded, once a run is done. SIGTERM stops every run after its step.
+    """
+    for run in runs:  # a resumed run may already be complete
+        if run.status == "running" and run.complete:
+            run.status = "done"
+            if on_done is not None:
+                guard(run, partial(on_done, run))
+    with StopFlag() as stop:
+        while True:
+            active = [r for r in runs if r.status == "running"]
+            if not active:
+                return
+            flag = stop.set  # one verdict for every run of this step
+            for run in active:
+                guard(run, partial(run.begin_step, flag))
+            active = [r for r in active if r.status == "running"]
+            if not active:
+                return
+            forward_backward(active)
+            for run in active:
+                guard(run, run.end_step)
+                if run.status == "done" and on_done is not None:
+                    guard(run, partial(on_done, run))
 
 
 def train_loop(
@@ -134,150 +390,32 @@ def train_loop(
     improve the best one (``LoopResult.early_stopped``).
     """
     ctx = ctx or DistContext()
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    world_rows = ctx.world_size * cfg.grad_accum
-    if cfg.batch_size % world_rows:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by processes × grad_accum = {world_rows}")
-    optimizer = make_optimizer(model, cfg)
-    forward = ctx.wrap(model)  # DistributedDataParallel across processes, the model itself alone
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    schedule = Schedule(cfg.lr, total_steps, round(cfg.warmup_ratio * total_steps), cfg.decay)
-    eval_every, ckpt_every = intervals(cfg, total_steps)
-    state = TrainState()
-    found = find_checkpoint(out) if (resume and out is not None) else None
-    if found is not None:
-        state = load_checkpoint(found, model, optimizer, ctx.rank)
-        if ctx.is_main:
-            truncate_log(out / LOG_FILE, state.step)
-    elif out is not None and ctx.is_main:
-        if resume:
-            print(f"note: no checkpoint in {out}; starting from step 0", file=sys.stderr)
-        (out / LOG_FILE).unlink(missing_ok=True)
-        shutil.rmtree(out / BEST, ignore_errors=True)  # a stale best of an earlier run must never be loaded
-    best_path = out / BEST / "trainable.safetensors" if out is not None else None
-    lengths = [example_length(e) for e in examples] if cfg.group_by_length else None
-    stream = ExampleStream(len(examples), cfg.seed, cfg.batch_size, lengths)
-    bar = _progress(cfg, ctx, total_steps, state.step)
-    started, tokens_here, window = time.perf_counter(), 0, []
-    eval_seconds = [0.0]  # time spent evaluating: not part of the training throughput
-
-    def do_eval() -> None:
-        if evaluate is None:
-            return
-        eval_started = time.perf_counter()
-        if ctx.is_main:
-            metrics = evaluate(model)
-            state.last_eval = metrics
-            append_log(out, ctx, {"step": state.step, "eval": metrics}, tracker)
-            value = metrics.get(selection.metric, float("nan"))
-            if selection.better(value, state.best_metric):
-                state.best_metric, state.best_step, state.best_eval = value, state.step, metrics
-                state.evals_since_best = 0
-                if best_path is not None:
-                    save_tensors_atomic(trainable_tensors(model), best_path)
-            else:
-                state.evals_since_best += 1
-        model.train()
-        ctx.barrier()
-        eval_seconds[0] += time.perf_counter() - eval_started
-
-    def do_checkpoint() -> None:
-        state.train_seconds = seconds_before + time.perf_counter() - started
-        rngs = ctx.gather_rng(rng_tensors())
-        if out is not None and ctx.is_main:
-            save_checkpoint(out / CHECKPOINT, model, optimizer, state, rngs)
-        ctx.barrier()
-
-    seconds_before = state.train_seconds
+    run = Run("train", cfg, examples, collate, total_steps, ctx=ctx, view=partial(_alone, model), out_dir=out_dir,
+              evaluate=evaluate, selection=selection, resume=resume, tracker=tracker)
     model.train()
-    stopped, early_stopped = "done", False
-    with StopFlag() as stop:
-        while state.step < total_steps:
-            rows = ctx.shard(stream.take(state.examples_seen, cfg.batch_size))
-            size = len(rows) // cfg.grad_accum
-            micro = [collate([examples[i] for i in rows[k * size:(k + 1) * size]]) for k in range(cfg.grad_accum)]
-            head = torch.tensor([sum(loss_terms(cfg.task, b) for b in micro), float(stop.set)],
-                                dtype=torch.float64, device=ctx.device)
-            terms, stop_now = ctx.all_reduce_(head).tolist()
-            if stop_now:  # every process agrees, since the flags were summed
-                stopped = "interrupted"
-                do_checkpoint()
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = schedule(state.step) * group.get("lr_scale", 1.0)
-            loss_sum, tokens = torch.zeros((), dtype=torch.float64), 0
-            for k, batch in enumerate(micro):
-                batch = to_device(batch, ctx.device)
-                # DDP all-reduces (bucketed, during backward) on the last micro-batch only, and *averages*
-                # over processes: scaling by the world size turns that average into the global sum / terms.
-                with ctx.sync_gradients(forward, k == len(micro) - 1):
-                    loss = summed_loss(cfg.task, forward, batch) / max(terms, 1.0)
-                    (loss * ctx.world_size).backward()
-                loss_sum += loss.detach().double().cpu()
-                tokens += batch_tokens(batch)
-            totals = torch.tensor([loss_sum.item(), float(tokens)], dtype=torch.float64, device=ctx.device)
-            ctx.all_reduce_(totals)
-            step_loss, step_tokens = totals[0].item(), int(totals[1].item())
-            norm = clip_gradients(params, cfg.max_grad_norm)
-            if math.isfinite(step_loss) and math.isfinite(norm):
-                optimizer.step()
-                state.bad_in_a_row = 0
-                # A finite loss and gradient can still yield a non-finite weight (an overflow in low
-                # precision, an optimizer bug): stop before any checkpoint can hold it.
-                if not all(bool(torch.isfinite(p).all()) for p in params):
-                    raise TrainingAborted(f"step {state.step + 1} produced non-finite weights; the last "
-                                          f"checkpoint is intact: resume it with a lower --lr")
-            else:
-                state.bad_in_a_row += 1
-                state.skipped_steps += 1
-                append_log(out, ctx, {"step": state.step + 1, "skipped": True, "loss": str(step_loss)}, tracker)
-            optimizer.zero_grad(set_to_none=True)
-            if state.bad_in_a_row >= cfg.max_bad_steps:
-                raise TrainingAborted(f"{state.bad_in_a_row} non-finite losses in a row at step {state.step + 1}; "
-                                      f"try a lower --lr")
-            state.step += 1
-            state.examples_seen += cfg.batch_size
-            state.tokens_seen += step_tokens
-            tokens_here += step_tokens
-            window.append(step_loss)
-            elapsed = time.perf_counter() - started
-            speed = tokens_here / max(elapsed - eval_seconds[0], 1e-9)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{speed:.0f}")
-            if state.step % cfg.log_every == 0 or state.step == total_steps:
-                finite = [v for v in window if math.isfinite(v)]
-                append_log(out, ctx, {
-                    "step": state.step, "epoch": round(stream.epoch_of(state.examples_seen), 4),
-                    "loss": sum(finite) / max(len(finite), 1), "lr": schedule(state.step - 1),
-                    "grad_norm": norm, "tokens_per_s": speed,
-                    "elapsed_s": seconds_before + elapsed, "memory_mb": peak_memory_mb(ctx.device),
-                }, tracker)
-                window = []
-            evaluated = (eval_every and state.step % eval_every == 0) or state.step == total_steps
-            if evaluated:
-                do_eval()
-            checkpointed = state.step % ckpt_every == 0 or state.step == total_steps
-            if checkpointed:
-                do_checkpoint()
-            if evaluated and patience_spent(cfg, state, ctx):
-                if not checkpointed:
-                    do_checkpoint()
-                early_stopped = True
-                break
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - started
-    has_best = best_path is not None and best_path.is_file()
-    speed = tokens_here / max(seconds - eval_seconds[0], 1e-9)
-    return LoopResult(state, stopped, seconds, speed, best_path if has_best else None, early_stopped)
+    try:
+        fit([run], partial(_data_parallel_step, ctx.wrap(model), ctx))
+    finally:
+        result = run.finish()
+    return result
 
 
-def _progress(cfg: TrainConfig, ctx: DistContext, total: int, initial: int):
+def _data_parallel_step(forward: nn.Module, ctx: DistContext, runs: list[Run]) -> None:
+    """The one run's micro-batches through the model (DistributedDataParallel across processes)."""
+    (run,) = runs
+    for k, batch in enumerate(run.micro):
+        batch = to_device(batch, ctx.device)
+        # DDP all-reduces (bucketed, during backward) on the last micro-batch only, and *averages*
+        # over processes: scaling by the world size turns that average into the global sum / terms.
+        with ctx.sync_gradients(forward, k == len(run.micro) - 1):
+            loss = summed_loss(run.cfg.task, forward, batch) / max(run.terms, 1.0)
+            (loss * ctx.world_size).backward()
+        run.add(loss, batch)
+
+
+def _progress(cfg: TrainConfig, ctx: DistContext, total: int, initial: int, desc: str, position: int | None):
     if not (cfg.progress and ctx.is_main):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", position=position, dynamic_ncols=True)

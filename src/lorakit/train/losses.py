@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lorakit.data.batches import IGNORE_INDEX
+from lorakit.errors import LorakitError
 
 __all__ = ["CHUNK_ELEMENTS", "IGNORE_INDEX", "causal_lm_summed_loss", "chunk_rows", "linear_cross_entropy"]
 
@@ -103,10 +104,10 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, bias: 
     ``chunk`` positions are projected at a time (default: :func:`chunk_rows` of the vocabulary).
     """
     if hidden.ndim != 2 or weight.ndim != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(f"need hidden (n, d) and weight (vocab, d), got {tuple(hidden.shape)} and "
-                         f"{tuple(weight.shape)}")
+        raise LorakitError(f"need hidden (n, d) and weight (vocab, d), got {tuple(hidden.shape)} and "
+                           f"{tuple(weight.shape)}")
     if targets.shape != hidden.shape[:1]:
-        raise ValueError(f"targets must have shape ({hidden.shape[0]},), got {tuple(targets.shape)}")
+        raise LorakitError(f"targets must have shape ({hidden.shape[0]},), got {tuple(targets.shape)}")
     chunk = chunk or chunk_rows(weight.shape[0])
     wants_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (hidden, weight, bias))

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lorakit.errors import LorakitError
 from lorakit.models.precision import finish_base_precision, resolve_base_dtype
 from lorakit.train.config import TrainConfig
 
@@ -78,7 +79,7 @@ def enable_checkpointing(model: nn.Module, context_fn: Callable[[], tuple[Any, A
     Raises ValueError for a model without such a hook.
     """
     if not getattr(model, "supports_gradient_checkpointing", False):
-        raise ValueError(f"--checkpointing: {type(model).__name__} has no activation-checkpointing hook")
+        raise LorakitError(f"--checkpointing: {type(model).__name__} has no activation-checkpointing hook")
     kwargs: dict[str, Any] = {"use_reentrant": False}
     if context_fn is not None:
         kwargs["context_fn"] = context_fn

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lorakit.errors import LorakitError
+
 NIST_ORDER = 5  # highest n-gram order, as in mteval and the E2E challenge
 
 
@@ -26,16 +28,16 @@ def confusion_matrix(preds: Sequence[int], labels: Sequence[int], num_labels: in
     """``C[true, pred]`` counts for integer classes ``0..num_labels-1``."""
     p, t = np.asarray(preds), np.asarray(labels)
     if p.shape != t.shape or p.ndim != 1:
-        raise ValueError(f"preds and labels must be 1-D and equally long, got {p.shape} and {t.shape}")
+        raise LorakitError(f"preds and labels must be 1-D and equally long, got {p.shape} and {t.shape}")
     if p.size == 0:
-        raise ValueError("no predictions to score")
+        raise LorakitError("no predictions to score")
     if num_labels < 1:
-        raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        raise LorakitError(f"num_labels must be >= 1, got {num_labels}")
     for name, values in (("preds", p), ("labels", t)):
         if not np.issubdtype(values.dtype, np.integer):
-            raise ValueError(f"{name} must be integers, got dtype {values.dtype}")
+            raise LorakitError(f"{name} must be integers, got dtype {values.dtype}")
         if values.min() < 0 or values.max() >= num_labels:
-            raise ValueError(f"{name} must lie in 0..{num_labels - 1}, got {values.min()}..{values.max()}")
+            raise LorakitError(f"{name} must lie in 0..{num_labels - 1}, got {values.min()}..{values.max()}")
     matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
     np.add.at(matrix, (t, p), 1)
     return matrix
@@ -68,14 +70,14 @@ def classification_metrics(preds: Sequence[int], labels: Sequence[int], num_labe
 
 def _check_generation_inputs(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> None:
     if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+        raise LorakitError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
     if not hypotheses:
-        raise ValueError("no hypotheses to score")
+        raise LorakitError("no hypotheses to score")
     for i, (hyp, refs) in enumerate(zip(hypotheses, references, strict=True)):
         if not isinstance(hyp, str):
-            raise ValueError(f"hypothesis {i} must be a string, got {type(hyp).__name__}")
+            raise LorakitError(f"hypothesis {i} must be a string, got {type(hyp).__name__}")
         if isinstance(refs, str) or not refs or not all(isinstance(r, str) for r in refs):
-            raise ValueError(f"references[{i}] must be a non-empty list of strings, got {refs!r}")
+            raise LorakitError(f"references[{i}] must be a non-empty list of strings, got {refs!r}")
 
 
 def transpose_references(references: Sequence[Sequence[str]]) -> list[list[str | None]]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from lorakit.io.atomic import write_json_atomic
 
 METRICS_FILE = "metrics.json"
 PLOT_FILE = "loss.png"
@@ -97,16 +97,8 @@ def folder_bytes(path: str | Path) -> int:
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=_default)
-        fh.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
-    os.replace(tmp, path)
-    return path
+    """Write JSON atomically (:func:`lorakit.io.atomic.write_json_atomic`): a reader never sees half a file."""
+    return write_json_atomic(path, data, indent=2, default=_default)
 
 
 def _default(value: Any) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from lorakit.errors import LorakitError
 from lorakit.train.config import TrainConfig
 from lorakit.train.objectives import model_inputs
 
@@ -33,9 +34,9 @@ def run_splits(cfg: TrainConfig, announce: bool = True) -> Any:
             test_limit=cfg.eval_limit,
         )
     except BadRowError as err:
-        raise ValueError(f"{err} (pass --skip-bad-rows to skip such rows: they are counted and listed in metrics.json)") from None
+        raise LorakitError(f"{err} (pass --skip-bad-rows to skip such rows: they are counted and listed in metrics.json)") from None
     if cfg.packing and splits.train.task != "generate":
-        raise ValueError("--packing is for generation data; this data set is classification")
+        raise LorakitError("--packing is for generation data; this data set is classification")
     if announce:
         print(f"data {cfg.data}:")
         for line in splits.lines():
@@ -84,8 +85,8 @@ def check_packing(model: Any, rows: list, packed: Callable, tolerance: float = 1
             alone = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
             gap = float((together[at:at + len(ids)] - alone).abs().max())
             if gap > tolerance * max(1.0, float(alone.abs().max())):
-                raise ValueError(f"--packing: this model's attention crosses packed examples (logits differ by "
-                                 f"{gap:.3g}); train without --packing")
+                raise LorakitError(f"--packing: this model's attention crosses packed examples (logits differ by "
+                                   f"{gap:.3g}); train without --packing")
             at += len(ids)
     finally:
         model.train(was_training)

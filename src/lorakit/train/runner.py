@@ -1,8 +1,9 @@
 """One training run from a :class:`TrainConfig`: data and model in, adapter and metrics out.
 
-The order of events: seed → read the data → load the model for the data set's task → evaluate the
-base (the "before") → make it trainable (LoRA / full / BitFit) → :func:`train_loop` → reload the best
-weights → final evaluation → ``adapter/`` (or ``model/``), ``metrics.json``, ``loss.png``.
+The order of events (:func:`setup_run`, shared with train-many's jobs): seed → read the data → load
+the model for the data set's task → evaluate the base (the "before") → make it trainable (LoRA /
+full / BitFit); then :func:`train_loop` → reload the best weights → final evaluation → ``adapter/``
+(or ``model/``), ``metrics.json``, ``loss.png``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from lorakit.core.targeting import CLASSIFIER_HEADS
 from lorakit.data.split_plan import SPLIT_SEED
+from lorakit.errors import LorakitError
+from lorakit.io.config import PEFT_TASK_TYPES
 from lorakit.train.checkpoint import load_tensors_into
 from lorakit.train.config import TrainConfig
 from lorakit.train.distributed import DistContext, init_distributed, shutdown_distributed
@@ -32,8 +36,6 @@ from lorakit.train.outputs import METRICS_FILE, PLOT_FILE, PeakMemory, folder_by
 from lorakit.train.run_data import run_splits, training_rows
 from lorakit.train.trackers import open_trackers
 
-HEAD_NAMES = ("classifier", "score")  # sequence-classification heads of BERT-like / decoder models
-TASK_TYPES = {"classify": "SEQ_CLS", "generate": "CAUSAL_LM"}  # PEFT's task_type values
 DATA_SPLIT_SEED = SPLIT_SEED  # seeded splits stay fixed when --seed changes (lorakit eval uses it too)
 
 
@@ -47,18 +49,16 @@ def seed_everything(seed: int) -> None:
 def head_names(model: nn.Module) -> tuple[str, ...]:
     """The classification head's module name(s) among the model's direct children."""
     children = dict(model.named_children())
-    return tuple(n for n in HEAD_NAMES if n in children)
+    return tuple(n for n in CLASSIFIER_HEADS if n in children)
 
 
 def make_trainable(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
     """Apply the method: inject LoRA (head in modules_to_save), unfreeze all, or biases + head."""
     heads = head_names(model) if cfg.task == "classify" else ()
     if cfg.method == "lora":
-        from lorakit.core import LoraSpec, inject
+        from lorakit.core import inject
 
-        spec = LoraSpec(r=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, targets=cfg.targets,
-                        modules_to_save=heads, **cfg.variant_options())
-        targets = inject(model, spec)
+        targets = inject(model, cfg.lora_spec(modules_to_save=heads))
         return {"lora_modules": len(targets), **apply_memory_options(model, cfg)}
     for name, param in model.named_parameters():
         if cfg.method == "full":
@@ -99,7 +99,7 @@ def prepare(cfg: TrainConfig, ctx: DistContext, load: Callable[..., Any] = load_
     from lorakit.data.batches import CausalLMCollator, ClassificationCollator
 
     if cfg.model is None or cfg.data is None:
-        raise ValueError("give a MODEL and a DATA set (on the command line or as model/data in --config)")
+        raise LorakitError("give a MODEL and a DATA set (on the command line or as model/data in --config)")
     seed_everything(cfg.seed)
     splits = run_splits(cfg, announce=ctx.is_main)
     train, eval_set, test_set = splits.train, splits.eval, splits.test
@@ -119,7 +119,8 @@ def final_eval(p: Prepared, model: nn.Module, progress: bool) -> dict[str, Any]:
     """The report's evaluation on the test split (generation for generate tasks)."""
     c = p.cfg
     return evaluate_dataset(model, p.loaded.tokenizer, p.test_set, collate=p.collate, batch_size=c.eval_batch_size,
-                            num_beams=c.num_beams, max_new_tokens=c.max_new_tokens, progress=progress)
+                            num_beams=c.num_beams, max_new_tokens=c.max_new_tokens, length_penalty=c.length_penalty,
+                            no_repeat_ngram_size=c.no_repeat_ngram_size, progress=progress)
 
 
 def selection_eval(p: Prepared):
@@ -161,12 +162,25 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         shutdown_distributed(ctx)
 
 
-def _run(cfg: TrainConfig, ctx: DistContext, wall: float, trackers: list[Any]) -> dict[str, Any]:
-    memory = PeakMemory(ctx.device)  # each phase's own peak: evaluation must not set the run's peak
-    memory.phase("load")
-    p = prepare(cfg, ctx)
+@dataclass
+class Setup:
+    """A run made ready to train: its pieces, the base's evaluation and what was made trainable."""
+
+    p: Prepared
+    base_metrics: dict[str, Any] | None  # the base's test metrics (None without base_eval or off the main process)
+    summary: dict[str, Any]  # parameter counts and the memory options that ran, for metrics.json
+
+
+def setup_run(cfg: TrainConfig, ctx: DistContext, memory: PeakMemory, *, load: Callable[..., Any] = load_for,
+              before_eval: Callable[[Prepared], None] | None = None, progress: bool = True) -> Setup:
+    """``lorakit train``'s preparation of one run, shared by train-many's jobs: :func:`prepare` (with
+    ``load``), ``train_config.json``, the base evaluation (kept from before an interruption), then
+    ``seed + 1`` and :func:`make_trainable`. ``before_eval(p)`` runs between loading and the base
+    evaluation (train-many puts the job's own head in place)."""
+    p = prepare(cfg, ctx, load)
     cfg, model, out = p.cfg, p.loaded.model, Path(p.cfg.out)
-    show = cfg.progress and ctx.is_main
+    if before_eval is not None:
+        before_eval(p)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "train_config.json", cfg.to_json())
@@ -176,15 +190,26 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float, trackers: list[Any]) -
         if cfg.resume and base_file.is_file():  # evaluated before the interruption: same base, same result
             base_metrics = json.loads(base_file.read_text())
         else:
-            base_metrics = final_eval(p, model, show)
+            base_metrics = final_eval(p, model, progress and cfg.progress)
             write_json(base_file, base_metrics)
     ctx.barrier()
     # Re-seed so the adapter's initialisation does not depend on whether the base was evaluated.
     seed_everything(cfg.seed + 1)
     extra = make_trainable(model, cfg)
-    from lorakit.report import parameter_report
+    from lorakit.core.report import parameter_report
 
     report = parameter_report(model)
+    return Setup(p, base_metrics, {"trainable_params": report.trainable, "total_params": report.total,
+                                   "trainable_percent": report.percent, "lora_params": report.lora, **extra})
+
+
+def _run(cfg: TrainConfig, ctx: DistContext, wall: float, trackers: list[Any]) -> dict[str, Any]:
+    memory = PeakMemory(ctx.device)  # each phase's own peak: evaluation must not set the run's peak
+    memory.phase("load")
+    setup = setup_run(cfg, ctx, memory)
+    p, base_metrics = setup.p, setup.base_metrics
+    cfg, model, out = p.cfg, p.loaded.model, Path(p.cfg.out)
+    show = cfg.progress and ctx.is_main
     total_steps = total_steps_for(cfg, len(p.train_rows))
     evaluate, selection = selection_eval(p)
     memory.phase("train")
@@ -193,11 +218,8 @@ def _run(cfg: TrainConfig, ctx: DistContext, wall: float, trackers: list[Any]) -
     result: LoopResult = train_loop(model, p.train_rows, p.train_collate, cfg, total_steps, ctx=ctx, out_dir=out,
                                     evaluate=evaluate, selection=selection, resume=cfg.resume, tracker=tracker)
     memory.phase("final_eval")
-    summary: dict[str, Any] = {
-        "stopped": result.stopped, "step": result.state.step, "total_steps": total_steps,
-        "trainable_params": report.trainable, "total_params": report.total,
-        "trainable_percent": report.percent, "lora_params": report.lora, **extra,
-    }
+    summary: dict[str, Any] = {"stopped": result.stopped, "step": result.state.step, "total_steps": total_steps,
+                               **setup.summary}
     if result.stopped != "done" or not ctx.is_main:
         return summary
     return finish_run(p, model, result, summary, base_metrics, selection, tracker, show,
@@ -243,7 +265,7 @@ def _save_model(p: Prepared, model: nn.Module, out: Path, steps: int) -> dict[st
     if cfg.method == "lora":
         from lorakit.io import save_adapter
 
-        path = save_adapter(model, out / "adapter", task_type=TASK_TYPES[cfg.task], base_model=p.loaded.name,
+        path = save_adapter(model, out / "adapter", task_type=PEFT_TASK_TYPES[cfg.task], base_model=p.loaded.name,
                             extra={"trained_with": {"data": cfg.data, "steps": steps, "seed": cfg.seed}})
         weights = path / "adapter_model.safetensors"
         return {"adapter_dir": str(path), "adapter_bytes": folder_bytes(weights)}

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
+from lorakit.errors import LorakitError
+
 GROUP_BATCHES = 50  # batches per length-sorted window
 
 
@@ -25,9 +27,9 @@ class ExampleStream:
 
     def __init__(self, n: int, seed: int, batch_size: int = 1, lengths: Sequence[int] | None = None) -> None:
         if n < 1:
-            raise ValueError("the training split is empty")
+            raise LorakitError("the training split is empty")
         if lengths is not None and len(lengths) != n:
-            raise ValueError(f"{len(lengths)} lengths for {n} examples")
+            raise LorakitError(f"{len(lengths)} lengths for {n} examples")
         self.n = n
         self.seed = seed
         self.batch_size = batch_size

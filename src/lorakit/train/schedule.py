@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lorakit.errors import LorakitError
+
 DECAYS = ("linear", "cosine", "constant")
 
 
@@ -34,15 +36,15 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.peak) and self.peak > 0):
-            raise ValueError(f"learning rate must be a finite number > 0, got {self.peak!r}")
+            raise LorakitError(f"learning rate must be a finite number > 0, got {self.peak!r}")
         if self.total_steps < 1:
-            raise ValueError(f"total steps must be >= 1, got {self.total_steps}")
+            raise LorakitError(f"total steps must be >= 1, got {self.total_steps}")
         if not 0 <= self.warmup_steps <= self.total_steps:
-            raise ValueError(f"warmup steps must be in [0, {self.total_steps}], got {self.warmup_steps}")
+            raise LorakitError(f"warmup steps must be in [0, {self.total_steps}], got {self.warmup_steps}")
         if self.decay not in DECAYS:
-            raise ValueError(f"decay must be one of {', '.join(DECAYS)}, got {self.decay!r}")
+            raise LorakitError(f"decay must be one of {', '.join(DECAYS)}, got {self.decay!r}")
         if not 0.0 <= self.min_ratio <= 1.0:
-            raise ValueError(f"min_ratio must be in [0, 1], got {self.min_ratio!r}")
+            raise LorakitError(f"min_ratio must be in [0, 1], got {self.min_ratio!r}")
 
     def __call__(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` (0-based)."""

@@ -1,8 +1,7 @@
-"""The pieces of one optimizer step that ``lorakit train`` and ``lorakit train-many`` share.
+"""Small pieces of an optimizer step, used by :class:`lorakit.train.loop.Run` and its driver ``fit``.
 
-SIGTERM as a flag the loops poll between steps, ``log.jsonl`` lines (and the trackers'), the log's
-rewind on resume, gradient clipping and the early-stopping vote: one implementation for both loops
-(:mod:`lorakit.train.loop`, :mod:`lorakit.train.many_steps`).
+SIGTERM as a flag the loop polls between steps, ``log.jsonl`` lines (and the trackers'), the log's
+rewind on resume, gradient clipping and the early-stopping vote.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lorakit.io.atomic import write_atomic
 from lorakit.train.checkpoint import TrainState
 from lorakit.train.config import TrainConfig
 from lorakit.train.distributed import DistContext
@@ -57,7 +57,7 @@ def truncate_log(path: Path, step: int) -> None:
     if path.is_file():
         lines = [ln for ln in path.read_text(encoding="utf-8").splitlines()
                  if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+        write_atomic(path, "".join(ln + "\n" for ln in lines))  # a kill mid-write keeps the old log
 
 
 def patience_spent(cfg: TrainConfig, state: TrainState, ctx: DistContext) -> bool:

@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from lorakit.errors import LorakitError
+
 TB_DIR = "tensorboard"
 MLFLOW_DIR = "mlruns"
 MLFLOW_EXPERIMENT = "lorakit"
@@ -136,7 +138,7 @@ def open_trackers(names: Sequence[str], out: Path, run_name: str, params: Mappin
             elif name == "mlflow":
                 opened.append(MlflowTracker(out, run_name, params))
             elif name != "none":
-                raise ValueError(f"unknown tracker {name!r}; choose tensorboard, mlflow or none")
+                raise LorakitError(f"unknown tracker {name!r}; choose tensorboard, mlflow or none")
         except ImportError as err:
-            raise ValueError(f"--report-to {name} needs {err.name}: pip install 'lorakit[track]'") from None
+            raise LorakitError(f"--report-to {name} needs {err.name}: pip install 'lorakit[track]'") from None
     return Trackers(opened) if opened else None

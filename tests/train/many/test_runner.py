@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from lorakit.cli.main import main
 from lorakit.train.config import TrainConfig
 from lorakit.train.many import train_many
-from lorakit.train.many_jobs import jobs_from_mapping
+from lorakit.train.many.jobs import jobs_from_mapping
 from lorakit.train.runner import run_training
 
 COMMON = dict(batch_size=8, max_length=16, progress=False, threads=1, lr=5e-3, max_steps=4, base_eval=False,
@@ -75,6 +75,44 @@ def test_checkpointed_jobs_with_dropout_equal_their_solo_runs(tiny_dirs, tmp_pat
     }, tmp_path)
 
 
+@pytest.mark.parametrize("lora_dropout", [0.0, 0.1])
+def test_jobs_over_a_base_with_dropout_equal_their_solo_runs(tiny_dirs, tmp_path: Path, lora_dropout: float) -> None:
+    # BERT's own dropout 0.1 (as the real one): each job's base masks must come from its own stream.
+    data = str(tiny_dirs["cls_data"])
+    _assert_parity(tiny_dirs["bert_dropout"], {
+        "r4-qv": dict(data=data, rank=4, targets=("query", "value"), seed=0, dropout=lora_dropout, max_steps=8),
+        "r8-v": dict(data=data, rank=8, targets=("value",), seed=1, batch_size=4, dropout=lora_dropout,
+                     grad_accum=2, max_steps=8),
+    }, tmp_path)
+
+
+@pytest.mark.parametrize("lora_dropout", [0.0, 0.1])
+def test_generate_jobs_over_a_base_with_dropout_equal_their_solo_runs(tiny_dirs, tmp_path: Path,
+                                                                      lora_dropout: float) -> None:
+    # Llama's attention dropout 0.1; checkpointed blocks must replay the job's stream on recompute.
+    data = str(tiny_dirs["gen_data"])
+    _assert_parity(tiny_dirs["llama_dropout"], {
+        "r4-qv": dict(data=data, rank=4, targets=("q_proj", "v_proj"), seed=0, dropout=lora_dropout, max_steps=6,
+                      checkpointing=True),
+        "r8-all": dict(data=data, rank=8, targets=("all-linear",), seed=1, batch_size=4, dropout=lora_dropout,
+                       max_steps=6, checkpointing=True),
+    }, tmp_path)
+
+
+def test_a_base_that_draws_never_mixes_jobs_in_one_forward(tiny_dirs, tmp_path: Path, monkeypatch) -> None:
+    # The first mixed forward reveals the base's dropout; every later forward holds one job's rows.
+    from lorakit.train.many import runner
+
+    seen: list[int] = []
+    losses = runner._losses
+    monkeypatch.setattr(runner, "_losses", lambda parts, *a: seen.append(len(parts)) or losses(parts, *a))
+    data = str(tiny_dirs["cls_data"])
+    cfgs = {n: TrainConfig.from_mapping({**COMMON, "model": str(tiny_dirs["bert_dropout"]), "data": data,
+                                         "rank": 4, "seed": i, "max_steps": 3}) for i, n in enumerate("ab")}
+    assert all("error" not in m for m in train_many(cfgs, tmp_path, progress=False, max_rows="all").values())
+    assert seen == [2] + [1] * 6  # one thrown-away mixed forward, then 3 steps × 2 jobs alone
+
+
 def test_capped_forwards_give_the_same_adapters(tiny_dirs, tmp_path: Path) -> None:
     # --max-rows 8: the 8-row job runs alone, the two 4-row jobs share a forward.
     data = str(tiny_dirs["cls_data"])
@@ -86,7 +124,7 @@ def test_capped_forwards_give_the_same_adapters(tiny_dirs, tmp_path: Path) -> No
 
 
 def test_row_chunks_keep_whole_jobs_in_order() -> None:
-    from lorakit.train.many import resolve_max_rows, row_chunks
+    from lorakit.train.many.runner import resolve_max_rows, row_chunks
 
     parts = [(name, {"input_ids": torch.zeros(n, 3)}) for name, n in (("a", 8), ("b", 4), ("c", 4), ("d", 16))]
     assert [[p[0] for p in c] for c in row_chunks(parts, 8)] == [["a"], ["b", "c"], ["d"]]
@@ -150,12 +188,13 @@ def _checkpoint_step(folder: Path) -> int:
         return 0
 
 
-def test_sigkill_then_resume_gives_the_same_adapters_bitwise(tiny_dirs, tmp_path: Path) -> None:
-    jobs = _jobs_file(tmp_path / "jobs.toml", tiny_dirs["llama"], [
+@pytest.mark.parametrize("model", ["llama", "llama_dropout"])  # a base without, then with, its own dropout
+def test_sigkill_then_resume_gives_the_same_adapters_bitwise(tiny_dirs, tmp_path: Path, model: str) -> None:
+    jobs = _jobs_file(tmp_path / "jobs.toml", tiny_dirs[model], [
         {"name": "a", "data": str(tiny_dirs["gen_data"]), "rank": 4, "dropout": 0.1},
         {"name": "b", "data": str(tiny_dirs["gen_data"]), "rank": 8, "seed": 3, "targets": ["all-linear"],
          "batch_size": 4}], max_steps=8, checkpoint_every=1, eval_every=4, eval_limit=2, max_new_tokens=2)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[3] / "src"),
                                                         os.environ.get("PYTHONPATH", "")])}
     argv = [sys.executable, "-m", "lorakit", "train-many", str(jobs), "--no-progress"]
     reference = train_many(jobs, tmp_path / "ref", progress=False)  # uninterrupted, in this process
@@ -192,22 +231,11 @@ def test_smollm2_jobs_equal_their_solo_runs(data_root: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_minilm_jobs_equal_their_solo_runs(data_root: Path, tmp_path: Path) -> None:
-    """The real minilm on SST-2 and TREC, its own dropout layers off (they draw from one RNG in train-many,
-    so with them on a job is an equally valid run but not the same numbers): exact to 1e-5."""
-    from lorakit.models import resolve_model_path
-
-    source = resolve_model_path("minilm")
-    model = tmp_path / "minilm-no-dropout"
-    model.mkdir()
-    for f in source.iterdir():
-        if f.is_file() and f.name != "config.json":
-            (model / f.name).symlink_to(f)
-    config = json.loads((source / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (model / "config.json").write_text(json.dumps(config))
-    common = {**COMMON, "model": str(model), "batch_size": 16, "max_length": 32, "max_steps": 3, "eval_every": 0,
-              "eval_limit": 16, "data_root": str(data_root), "dropout": 0.1}
+@pytest.mark.parametrize("lora_dropout", [0.0, 0.1])
+def test_minilm_jobs_equal_their_solo_runs(data_root: Path, tmp_path: Path, lora_dropout: float) -> None:
+    """The real minilm on SST-2 and TREC, with its own dropout (0.1) on, fp32: exact to 1e-5."""
+    common = {**COMMON, "model": "minilm", "batch_size": 16, "max_length": 32, "max_steps": 8, "eval_every": 0,
+              "eval_limit": 16, "data_root": str(data_root), "dropout": lora_dropout}
     cfgs = {"sst2-r4": TrainConfig.from_mapping({**common, "data": "sst2", "rank": 4, "seed": 0}),
             "trec-r16": TrainConfig.from_mapping({**common, "data": "trec", "rank": 16, "seed": 1,
                                                   "targets": ("all-linear",)})}

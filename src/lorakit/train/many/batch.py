@@ -1,6 +1,6 @@
 """train-many's mixed batch: every job's micro-batch in one padded batch, and each job's own loss.
 
-Rows stay in job order (a :class:`~lorakit.train.many_model.Span` per job); padding to the longest job
+Rows stay in job order (a :class:`~lorakit.train.many.model.Span` per job); padding to the longest job
 is on the right, like the collators', so a causal model's earlier positions and a classifier's
 masked attention see exactly what they see in the job's own batch. Each job's summed loss is the
 solo run's (:func:`lorakit.train.objectives.summed_loss`) restricted to its rows.
@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorakit.errors import LorakitError
 from lorakit.train.losses import IGNORE_INDEX, linear_cross_entropy, split_causal_lm
-from lorakit.train.many_model import Span
+from lorakit.train.many.model import Span
 from lorakit.train.objectives import model_inputs
 
 PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "labels": IGNORE_INDEX}  # input_ids: the pad id
@@ -23,7 +24,7 @@ def merge_batches(parts: list[tuple[int, dict[str, Tensor]]], pad_id: int) -> tu
     """One batch from ``(job, batch)`` pairs, right-padded to the longest; with each job's rows."""
     keys = set(parts[0][1])
     if any(set(b) != keys for _, b in parts):
-        raise ValueError(f"jobs' batches hold different fields: {[sorted(b) for _, b in parts]}")
+        raise LorakitError(f"jobs' batches hold different fields: {[sorted(b) for _, b in parts]}")
     width = max(b["input_ids"].shape[1] for _, b in parts)
     merged, spans, start = {}, [], 0
     for job, b in parts:
@@ -35,7 +36,7 @@ def merge_batches(parts: list[tuple[int, dict[str, Tensor]]], pad_id: int) -> tu
         tensors = [b[key] for _, b in parts]
         if tensors[0].ndim == 2:
             if value is None:
-                raise ValueError(f"train-many cannot pad the batch field {key!r}")
+                raise LorakitError(f"train-many cannot pad the batch field {key!r}")
             tensors = [F.pad(t, (0, width - t.shape[1]), value=value) for t in tensors]
         merged[key] = torch.cat(tensors)
     return merged, spans

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lorakit.errors import LorakitError
 from lorakit.train.config import TrainConfig, read_config_file
 
 # One base model for all jobs: these options may be set at the top level only (or to the same value).
@@ -44,27 +45,27 @@ def jobs_from_mapping(raw: Mapping[str, Any], source: str = "jobs") -> dict[str,
     top = {str(k).replace("-", "_"): v for k, v in raw.items() if k != "job"}
     tables = raw.get("job")
     if not isinstance(tables, list | tuple) or not tables or not all(isinstance(t, Mapping) for t in tables):
-        raise ValueError(f"{source}: needs one [[job]] table per adapter (none found)")
+        raise LorakitError(f"{source}: needs one [[job]] table per adapter (none found)")
     for key in RESERVED:
         if key in top:
-            raise ValueError(f"{source}: {key!r} is set by train-many (--out DIR, --resume), not by the file")
+            raise LorakitError(f"{source}: {key!r} is set by train-many (--out DIR, --resume), not by the file")
     jobs: dict[str, TrainConfig] = {}
     for number, table in enumerate(tables, 1):
         table = {str(k).replace("-", "_"): tuple(v) if isinstance(v, list) else v for k, v in table.items()}
         name = table.pop("name", None)
         where = f"{source}: job {number}" + (f" ({name!r})" if name else "")
         if not isinstance(name, str) or not NAME.match(name):
-            raise ValueError(f"{where}: needs a name of letters, digits, '.', '_' or '-' (it names its folder), "
-                             f"got {name!r}")
+            raise LorakitError(f"{where}: needs a name of letters, digits, '.', '_' or '-' (it names its folder), "
+                               f"got {name!r}")
         if name in jobs:
-            raise ValueError(f"{where}: the name {name!r} is used twice")
+            raise LorakitError(f"{where}: the name {name!r} is used twice")
         for key in RESERVED:
             if key in table:
-                raise ValueError(f"{where}: {key!r} is set by train-many (--out DIR/{name}, --resume)")
+                raise LorakitError(f"{where}: {key!r} is set by train-many (--out DIR/{name}, --resume)")
         for key in SHARED:
             if key in table and key in top and table[key] != top[key]:
-                raise ValueError(f"{where}: {key} = {table[key]!r} differs from the shared {top[key]!r}; "
-                                 f"all jobs train over one base model")
+                raise LorakitError(f"{where}: {key} = {table[key]!r} differs from the shared {top[key]!r}; "
+                                   f"all jobs train over one base model")
         jobs[name] = TrainConfig.from_mapping({**top, **table}, source=where)
     check_jobs(jobs)
     return jobs
@@ -76,16 +77,16 @@ def check_jobs(jobs: Mapping[str, TrainConfig]) -> None:
     for name, cfg in jobs.items():
         for key in SHARED:
             if getattr(cfg, key) != getattr(first, key):
-                raise ValueError(f"job {name!r}: {key} {getattr(cfg, key)!r} differs from job {first_name!r}'s "
-                                 f"{getattr(first, key)!r}; all jobs train over one base model")
+                raise LorakitError(f"job {name!r}: {key} {getattr(cfg, key)!r} differs from job {first_name!r}'s "
+                                   f"{getattr(first, key)!r}; all jobs train over one base model")
         if cfg.model is None or cfg.data is None:
-            raise ValueError(f"job {name!r}: needs a model (top level) and data")
+            raise LorakitError(f"job {name!r}: needs a model (top level) and data")
         unsupported = [opt for opt, on in (("full", cfg.full), ("bitfit", cfg.bitfit), ("dora", cfg.dora),
                                            ("packing", cfg.packing),
                                            (f"init={cfg.init}", cfg.init in ("pissa", "olora"))) if on]
         if unsupported:
-            raise ValueError(f"job {name!r}: train-many trains plain LoRA adapters over a shared frozen base; "
-                             f"not supported here: {', '.join(unsupported)} (use lorakit train)")
+            raise LorakitError(f"job {name!r}: train-many trains plain LoRA adapters over a shared frozen base; "
+                               f"not supported here: {', '.join(unsupported)} (use lorakit train)")
 
 
 def read_jobs(path: str | Path) -> tuple[dict[str, TrainConfig], dict[str, Any]]:

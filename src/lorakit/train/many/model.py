@@ -3,16 +3,20 @@
 Every module that some job adapts is wrapped once in a :class:`ManyLinear`; it keeps each job's own
 :class:`~lorakit.core.layers.LoraLayer` (built by the ordinary ``inject``, so initialisation, scaling
 and file keys are those of ``lorakit train``) and, in a mixed batch, adds every row's own LoRA path
-through :func:`lorakit.batched.shrink_expand` (a per-row job index). A classification model's head
+through :func:`lorakit.core.batched.shrink_expand` (a per-row job index). A classification model's head
 becomes a :class:`ManyHead` that applies each job's own head to that job's rows.
 
 :meth:`SharedModel.view` puts one job's layers and head back into the tree: the model is then exactly
 the model ``lorakit train`` would hold for that job, so evaluation, checkpoints, best-adapter selection
 and ``save_adapter`` run unchanged on it.
 
-Dropout on the LoRA path is drawn per job, from the job's own torch RNG state, on the job's own rows
-and sequence length, so a job sees the masks it would see alone (the base model's own dropout layers
-are not per job: use a base without dropout, as lorakit's tiny test models, for exact parity).
+Every random draw of a job comes from the job's own torch RNG state, so a job sees the masks it would
+see alone. A forward that holds one job's rows runs entirely in that job's stream
+(:meth:`MixedRows.running`): the base model's own dropout and the LoRA dropout draw from it in the
+order of the solo forward. In a mixed forward of several jobs the LoRA dropout is drawn per job, on
+the job's own rows and sequence length; the base's own dropout cannot be (one module draws one mask
+for all rows), so a base that draws in training trains each job's rows in its own forward
+(:attr:`SharedModel.base_draws`, found by :func:`lorakit.train.many.runner._forward_backward`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorakit.batched import RowDropout, rank_groups, shrink_expand
+from lorakit.core.batched import RowDropout, rank_groups, shrink_expand
 from lorakit.core.inject import SPEC_ATTR, TARGETS_ATTR, lora_layers, replace_submodule
 from lorakit.core.layers import LoraLayer, adopt_base, base_getattr
 from lorakit.core.lora_linear import dropout_mask
 from lorakit.core.variants import LORA
+from lorakit.errors import LorakitError
 from lorakit.train.checkpoint import rng_tensors, set_rng_tensors
 
 
@@ -50,6 +55,7 @@ class MixedRows:
     spans: list[Span] = field(default_factory=list)
     index: list[int] = field(default_factory=list)  # job number of each row
     rng: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # job -> its torch RNG states (rng_tensors)
+    owner: int | None = None  # the job whose RNG state is torch's live one (a forward of its rows alone)
 
     def set(self, spans: list[Span]) -> None:
         """Make ``spans`` the layout of the next forward (None-free, in row order)."""
@@ -60,22 +66,28 @@ class MixedRows:
         """``context_fn`` of activation checkpointing: a block's recomputation in backward sees the rows
         and the jobs' RNG states of its forward (so it draws the same dropout masks), and leaves the
         live ones as they were. Called at the block's forward."""
-        snapshot = (self.spans, self.index, dict(self.rng))  # stream() replaces states, never mutates them
+        # stream() replaces states, never mutates them. A job's forward of its own (owner set) draws from
+        # torch's live state, which torch's checkpoint itself saves at the block's forward and replays.
+        snapshot = (self.spans, self.index, dict(self.rng), self.owner)
 
         @contextmanager
         def replay() -> Iterator[None]:
-            live = (self.spans, self.index, self.rng)
-            self.spans, self.index, self.rng = snapshot[0], snapshot[1], dict(snapshot[2])
+            live = (self.spans, self.index, self.rng, self.owner)
+            self.spans, self.index, self.rng, self.owner = snapshot[0], snapshot[1], dict(snapshot[2]), snapshot[3]
             try:
                 yield
             finally:
-                self.spans, self.index, self.rng = live
+                self.spans, self.index, self.rng, self.owner = live
 
         return nullcontext(), replay()
 
     @contextmanager
     def stream(self, job: int) -> Iterator[None]:
-        """Draw from ``job``'s own RNG state (the global one is put back after)."""
+        """Draw from ``job``'s own RNG state (the global one is put back after); inside
+        :meth:`running` for ``job`` its state is the live one already."""
+        if self.owner == job:
+            yield
+            return
         outer = rng_tensors()
         set_rng_tensors(self.rng[job])
         try:
@@ -83,6 +95,16 @@ class MixedRows:
         finally:
             self.rng[job] = rng_tensors()
             set_rng_tensors(outer)
+
+    @contextmanager
+    def running(self, job: int) -> Iterator[None]:
+        """A forward of ``job``'s rows alone: every draw in it (the base's dropout too) from its stream."""
+        with self.stream(job):
+            self.owner = job
+            try:
+                yield
+            finally:
+                self.owner = None
 
 
 class ManyLinear(nn.Module):
@@ -181,6 +203,8 @@ class SharedModel:
         self.jobs: dict[int, JobLayers] = {}
         self.wrappers: dict[str, nn.Module] = {}  # module path -> ManyLinear / ManyHead
         self.plain: dict[str, nn.Module] = {}  # module path -> the original module
+        # Whether the base draws random numbers in training (its own dropout): then no forward mixes jobs.
+        self.base_draws = False
 
     def harvest(self, job: int, heads: tuple[str, ...]) -> JobLayers:
         """Take the LoRA layers just injected into the model (and its heads) as ``job``'s own.
@@ -196,8 +220,8 @@ class SharedModel:
                     or "serve" not in layer.kind.supports:
                 for attr in (SPEC_ATTR, TARGETS_ATTR):
                     delattr(self.model, attr)
-                raise ValueError(f"train-many trains plain LoRA on linear layers; {path} is {layer.kind.name} "
-                                 f"with {layer.variant.name} (no DoRA, PiSSA/OLoRA, conv or embedding)")
+                raise LorakitError(f"train-many trains plain LoRA on linear layers; {path} is {layer.kind.name} "
+                                   f"with {layer.variant.name} (no DoRA, PiSSA/OLoRA, conv or embedding)")
         found = JobLayers(layers, {h: self.model.get_submodule(h) for h in heads},
                           getattr(self.model, SPEC_ATTR), getattr(self.model, TARGETS_ATTR))
         for attr in (SPEC_ATTR, TARGETS_ATTR):
