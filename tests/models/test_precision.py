@@ -82,6 +82,15 @@ def test_lora_on_a_low_precision_base_trains_in_fp32(name: str) -> None:
     torch.testing.assert_close(lora.delta_weight(), lora.lora_B @ lora.lora_A * lora.scaling)
 
 
+def test_quantizing_a_dora_layer_is_refused_before_anything_changes() -> None:
+    pytest.importorskip("bitsandbytes")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
+    inject(model, LoraSpec(r=2, alpha=4, targets=("0", "1"), dora=True))
+    with pytest.raises(ValueError, match="'0' .*dora not supported .*it supports: all-linear, serve, slices"):
+        precision.quantize_frozen_linears(model, "nf4", CPU)
+    assert all(type(m.base) is torch.nn.Linear for m in (model[0], model[1]))  # none was quantized
+
+
 def test_trainable_head_is_upcast_and_fed_fp32() -> None:
     head = torch.nn.Linear(8, 3).to(torch.bfloat16)
     body = torch.nn.Linear(8, 8).to(torch.bfloat16)

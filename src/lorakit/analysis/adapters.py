@@ -23,12 +23,12 @@ from lorakit.analysis.amplification import Amplification, amplification
 from lorakit.analysis.lowrank import as_matrix
 from lorakit.analysis.spectrum import Spectrum, spectrum_from_factors
 from lorakit.analysis.subspace import Matrix, phi_grid, subspace_dim
-from lorakit.core.registry import delta_matrix, factor_names, kind_for
+from lorakit.core.registry import LORA_NAMES, delta_matrix, factor_names, kind_for
+from lorakit.errors import LorakitError
 from lorakit.io import AdapterConfig, AdapterFile
 from lorakit.io.keys import peft_key
 
 F = TypeVar("F")
-_LINEAR_NAMES = ("lora_A.weight", "lora_B.weight")
 
 
 def select_modules(factors: Mapping[str, F], pattern: str | None) -> dict[str, F]:
@@ -38,11 +38,11 @@ def select_modules(factors: Mapping[str, F], pattern: str | None) -> dict[str, F
     try:
         regex = re.compile(pattern)
     except re.error as err:
-        raise ValueError(f"--modules {pattern!r} is not a valid regular expression ({err})") from None
+        raise LorakitError(f"--modules {pattern!r} is not a valid regular expression ({err})") from None
     chosen = {path: f for path, f in factors.items() if regex.search(path)}
     if not chosen:
         some = ", ".join(list(factors)[:4]) + (" …" if len(factors) > 4 else "")
-        raise ValueError(f"--modules {pattern!r} matches none of the {len(factors)} adapted modules ({some})")
+        raise LorakitError(f"--modules {pattern!r} matches none of the {len(factors)} adapted modules ({some})")
     return chosen
 
 
@@ -56,14 +56,14 @@ def subspace_by_module(
              for n, only in ((1, [p for p in first if p not in second]), (2, [p for p in second if p not in first]))
              if only]
     if not common:
-        raise ValueError("the two adapters have no adapted module in common")
+        raise LorakitError("the two adapters have no adapted module in common")
     grids, dims = {}, {}
     for path in common:
         m1, m2 = (first[path].A, second[path].A) if matrix == "A" else (first[path].B, second[path].B)
         try:
             grids[path] = phi_grid(m1, m2, matrix)
         except ValueError as err:
-            raise ValueError(f"module {path}: {err}") from None
+            raise LorakitError(f"module {path}: {err}") from None
         dims[path] = subspace_dim(m1, matrix)
     return grids, dims, notes
 
@@ -83,7 +83,7 @@ def resolve_module(model: nn.Module, path: str) -> tuple[str, nn.Module]:
             return candidate, model.get_submodule(candidate)
         except AttributeError:
             continue
-    raise ValueError(f"the model has no module {path!r} (nor any suffix of it): is it the adapter's base model?")
+    raise LorakitError(f"the model has no module {path!r} (nor any suffix of it): is it the adapter's base model?")
 
 
 def base_matrix(module: nn.Module) -> Tensor:
@@ -91,7 +91,7 @@ def base_matrix(module: nn.Module) -> Tensor:
     store it transposed; conv kernels are flattened)."""
     weight = getattr(module, "weight", None)
     if not isinstance(weight, Tensor):
-        raise ValueError(f"{type(module).__name__} has no weight tensor")
+        raise LorakitError(f"{type(module).__name__} has no weight tensor")
     kind = kind_for(module)
     return kind.matrix(weight) if kind is not None else as_matrix(weight)
 
@@ -110,7 +110,7 @@ def amplification_by_module(
             results[path] = amplification(base_matrix(module), delta, rank=as_matrix(f.A).shape[0],
                                           n_random=n_random, seed=seed)
         except ValueError as err:
-            raise ValueError(f"module {path}: {err}") from None
+            raise LorakitError(f"module {path}: {err}") from None
     return results, notes
 
 
@@ -141,12 +141,12 @@ def combine_adapter_files(
     ``saved_from`` (0-based) must name the adapter to take them from.
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise LorakitError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if saved_from is not None and not 0 <= saved_from < len(adapters):
-        raise ValueError(f"saved_from must index one of the {len(adapters)} adapters, got {saved_from}")
+        raise LorakitError(f"saved_from must index one of the {len(adapters)} adapters, got {saved_from}")
     factors = [a.factors() for a in adapters]
     if any(getattr(f, "magnitude", None) is not None for fs in factors for f in fs.values()):
-        raise ValueError("cannot combine DoRA adapters: their update is not s·B·A alone (merge them instead)")
+        raise LorakitError("cannot combine DoRA adapters: their update is not s·B·A alone (merge them instead)")
     kinds = _kinds(factors)
     pairs = combine_modules(factors, weights, method=method, rank=rank)
     exact = pairs if method == "concat" else combine_modules(factors, weights, method="concat")
@@ -183,11 +183,11 @@ def _kinds(factors: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
     kinds: dict[str, tuple[str, str]] = {}
     for fs in factors:
         for path, f in fs.items():
-            names = tuple(getattr(f, "names", _LINEAR_NAMES))
+            names = tuple(getattr(f, "names", LORA_NAMES))
             if kinds.setdefault(path, names) != names:
-                raise ValueError(f"module {path} is stored as {kinds[path]} in one adapter and {names} in another")
+                raise LorakitError(f"module {path} is stored as {kinds[path]} in one adapter and {names} in another")
             if names not in factor_names():
-                raise ValueError(f"module {path}: cannot combine factors stored as {names}")
+                raise LorakitError(f"module {path}: cannot combine factors stored as {names}")
     return kinds
 
 
@@ -210,7 +210,7 @@ def _extra_tensors(adapters: Sequence[AdapterFile], lora_keys: set[str],
     if conflicts or len(modes) > 1:
         what = (f"{len(conflicts)} full-weight tensor(s) differ between the adapters, e.g. {conflicts[0]}"
                 if conflicts else f"the adapters train biases differently ({', '.join(sorted(modes))})")
-        raise ValueError(f"{what}; they cannot be summed: pick the adapter to take them from with --saved-from")
+        raise LorakitError(f"{what}; they cannot be summed: pick the adapter to take them from with --saved-from")
     saved = sorted({m for a in adapters for m in (a.config.modules_to_save or [])})
     return extras, dataclasses.replace(adapters[0].config, modules_to_save=saved or None)
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from lorakit.analysis.lowrank import DTYPE, factor_matrices, lowrank_svd
+from lorakit.errors import LorakitError
 
 # (A, B, scaling) of one adapter's module; ΔW = scaling·B·A.
 Factors = tuple[Tensor, Tensor, float]
@@ -50,7 +51,7 @@ def combine_svd(factors: Sequence[Factors], weights: Sequence[float], rank: int)
     columns of B are zero, so every module of a combined adapter has the configured rank.
     """
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank must be a positive integer, got {rank!r}")
+        raise LorakitError(f"rank must be a positive integer, got {rank!r}")
     dtype = _check(factors, weights)
     A_cat, B_cat = _stacked(factors, weights)
     U, S, V = lowrank_svd(A_cat, B_cat)
@@ -91,12 +92,12 @@ def combine_modules(
     keeps ``Σ wᵢ·ΔWᵢ`` exact everywhere. ``rank`` is required for ``method="svd"``.
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise LorakitError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "svd" and rank is None:
-        raise ValueError("method 'svd' needs a target rank")
+        raise LorakitError("method 'svd' needs a target rank")
     if len(adapters) != len(weights) or not adapters:
-        raise ValueError(f"need one weight per adapter (and at least one): {len(adapters)} adapters, "
-                         f"{len(weights)} weights")
+        raise LorakitError(f"need one weight per adapter (and at least one): {len(adapters)} adapters, "
+                           f"{len(weights)} weights")
     paths = list(dict.fromkeys(path for adapter in adapters for path in adapter))
     out: dict[str, tuple[Tensor, Tensor]] = {}
     for path in paths:
@@ -106,21 +107,21 @@ def combine_modules(
         try:
             out[path] = combine_concat(factors, ws) if method == "concat" else combine_svd(factors, ws, rank)
         except ValueError as err:
-            raise ValueError(f"module {path}: {err}") from None
+            raise LorakitError(f"module {path}: {err}") from None
     return out
 
 
 def _check(factors: Sequence[Factors], weights: Sequence[float]) -> torch.dtype:
     """Validate one module's factors and weights; return the dtype the result is stored in."""
     if not factors:
-        raise ValueError("nothing to combine: no factors given")
+        raise LorakitError("nothing to combine: no factors given")
     if len(factors) != len(weights):
-        raise ValueError(f"need one weight per adapter: {len(factors)} factor pairs, {len(weights)} weights")
+        raise LorakitError(f"need one weight per adapter: {len(factors)} factor pairs, {len(weights)} weights")
     a_tail, b_shape = factors[0][0].shape[1:], factors[0][1].shape
     for i, (a, b, _) in enumerate(factors):
         factor_matrices(a, b)  # rank agreement within one adapter
         if a.shape[1:] != a_tail or b.shape[0] != b_shape[0] or b.shape[2:] != b_shape[2:]:
-            raise ValueError(
+            raise LorakitError(
                 f"adapter {i} has factors of another layer shape: A {tuple(a.shape)}, B {tuple(b.shape)} "
                 f"vs A (r, {', '.join(map(str, a_tail))}), B {tuple(b_shape)} (r free)"
             )

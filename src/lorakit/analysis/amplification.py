@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from lorakit.analysis.lowrank import DTYPE, as_matrix, orthonormal_columns
+from lorakit.errors import LorakitError
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,13 @@ def amplification(weight: Tensor, delta: Tensor, rank: int, *, n_random: int = 8
     W = as_matrix(weight.detach()).to(DTYPE)
     D = as_matrix(delta.detach()).to(W.device, DTYPE)
     if W.shape != D.shape:
-        raise ValueError(f"base weight and ΔW differ in shape: {tuple(weight.shape)} vs {tuple(delta.shape)}")
+        raise LorakitError(f"base weight and ΔW differ in shape: {tuple(weight.shape)} vs {tuple(delta.shape)}")
     if not 1 <= rank <= min(W.shape):
-        raise ValueError(f"rank must be in 1..{min(W.shape)} for a {tuple(W.shape)} matrix, got {rank}")
+        raise LorakitError(f"rank must be in 1..{min(W.shape)} for a {tuple(W.shape)} matrix, got {rank}")
     if n_random < 1:
-        raise ValueError(f"n_random must be at least 1, got {n_random}")
+        raise LorakitError(f"n_random must be at least 1, got {n_random}")
     if not torch.any(D):
-        raise ValueError("ΔW is all zeros (an untrained adapter?): it has no singular directions")
+        raise LorakitError("ΔW is all zeros (an untrained adapter?): it has no singular directions")
     U_d, _, Vh_d = torch.linalg.svd(D, full_matrices=False)
     U_w, s_w, Vh_w = torch.linalg.svd(W, full_matrices=False)
     proj_delta = projection_norm(W, U_d[:, :rank], Vh_d[:rank].T)

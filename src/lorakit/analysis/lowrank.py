@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lorakit.errors import LorakitError
+
 # All analysis runs in float64: φ values near 0 and 1 and energies of tiny singular values are
 # otherwise dominated by float32 rounding (the subspace tests compare against 1e-10).
 DTYPE = torch.float64
@@ -18,7 +20,7 @@ DTYPE = torch.float64
 def as_matrix(weight: Tensor) -> Tensor:
     """A 2-D (out, in·k·…) view of a weight or ΔW: conv kernels are flattened, matrices pass through."""
     if weight.ndim < 2:
-        raise ValueError(f"expected a matrix or conv kernel (>= 2 dims), got shape {tuple(weight.shape)}")
+        raise LorakitError(f"expected a matrix or conv kernel (>= 2 dims), got shape {tuple(weight.shape)}")
     return weight if weight.ndim == 2 else weight.reshape(weight.shape[0], -1)
 
 
@@ -26,7 +28,7 @@ def factor_matrices(A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
     """``A`` as (r, in) and ``B`` as (out, r), checking that their ranks agree."""
     A2, B2 = as_matrix(A), as_matrix(B)
     if A2.shape[0] != B2.shape[1]:
-        raise ValueError(
+        raise LorakitError(
             f"A and B disagree on the rank: A has {A2.shape[0]} rows (shape {tuple(A.shape)}), "
             f"B has {B2.shape[1]} columns (shape {tuple(B.shape)})"
         )

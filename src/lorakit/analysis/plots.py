@@ -17,6 +17,7 @@ import numpy as np
 from torch import Tensor
 
 from lorakit.analysis.spectrum import Spectrum
+from lorakit.errors import LorakitError
 
 
 def _pyplot() -> Any:
@@ -71,7 +72,7 @@ def plot_subspace(
     ``max_panels`` modules an evenly spaced selection is drawn and the title says so.
     """
     if not grids:
-        raise ValueError("no φ grids to plot")
+        raise LorakitError("no φ grids to plot")
     plt = _pyplot()
     keys = _select(list(grids), max_panels)
     prefix, names = short_names(keys)
@@ -133,7 +134,7 @@ def plot_spectrum(
     """Save a PNG with, per module: singular values (log scale), cumulative energy with the
     threshold line, and a bar chart of effective rank and rank at the energy threshold."""
     if not spectra:
-        raise ValueError("no spectra to plot")
+        raise LorakitError("no spectra to plot")
     plt = _pyplot()
     keys = list(spectra)
     prefix, names = short_names(keys)

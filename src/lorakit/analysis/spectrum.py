@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from lorakit.analysis.lowrank import DTYPE, as_matrix, lowrank_svd
+from lorakit.errors import LorakitError
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def energy_curve(singular_values: Tensor) -> Tensor:
 def rank_at_energy(singular_values: Tensor, threshold: float = 0.9) -> int:
     """Smallest k such that the top-k directions hold at least ``threshold`` of ‖ΔW‖²_F."""
     if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"energy threshold must be in (0, 1], got {threshold}")
+        raise LorakitError(f"energy threshold must be in (0, 1], got {threshold}")
     energy = energy_curve(singular_values)
     if energy.numel() == 0 or energy[-1] == 0:
         return 0

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from lorakit.analysis.lowrank import DTYPE, as_matrix, orthonormal_columns
+from lorakit.errors import LorakitError
 
 Matrix = Literal["A", "B"]
 
@@ -32,7 +33,7 @@ def subspace_basis(M: Tensor, matrix: Matrix = "A") -> Tensor:
     _check_matrix(matrix)
     M2 = as_matrix(M).to(DTYPE)
     if not torch.any(M2):
-        raise ValueError(
+        raise LorakitError(
             f"{matrix} matrix of shape {tuple(M.shape)} is all zeros (an untrained adapter?): "
             "its subspace is undefined"
         )
@@ -71,7 +72,7 @@ def phi_grid(M1: Tensor, M2: Tensor, matrix: Matrix = "A") -> Tensor:
     d1, d2 = subspace_dim(M1, matrix), subspace_dim(M2, matrix)
     if d1 != d2:
         side = "input (columns of A)" if matrix == "A" else "output (rows of B)"
-        raise ValueError(f"the two {matrix} matrices live in different {side} spaces: d = {d1} vs {d2}")
+        raise LorakitError(f"the two {matrix} matrices live in different {side} spaces: d = {d1} vs {d2}")
     U1, U2 = subspace_basis(M1, matrix), subspace_basis(M2, matrix)
     return phi_from_overlap(U1.T @ U2)
 
@@ -97,7 +98,7 @@ def random_baseline_mc(d: int, r1: int, r2: int, n_samples: int = 256, seed: int
     """
     _check_dims(d, r1, r2)
     if n_samples < 2:
-        raise ValueError(f"n_samples must be at least 2 to estimate a standard error, got {n_samples}")
+        raise LorakitError(f"n_samples must be at least 2 to estimate a standard error, got {n_samples}")
     gen = torch.Generator().manual_seed(seed)
     U1 = orthonormal_columns(d, r1, gen, batch=n_samples)
     U2 = orthonormal_columns(d, r2, gen, batch=n_samples)
@@ -107,9 +108,9 @@ def random_baseline_mc(d: int, r1: int, r2: int, n_samples: int = 256, seed: int
 
 def _check_dims(d: int, r1: int, r2: int) -> None:
     if not (1 <= r1 <= d and 1 <= r2 <= d):
-        raise ValueError(f"need 1 <= r1, r2 <= d for subspaces of R^d, got d={d}, r1={r1}, r2={r2}")
+        raise LorakitError(f"need 1 <= r1, r2 <= d for subspaces of R^d, got d={d}, r1={r1}, r2={r2}")
 
 
 def _check_matrix(matrix: str) -> None:
     if matrix not in ("A", "B"):
-        raise ValueError(f"matrix must be 'A' or 'B', got {matrix!r}")
+        raise LorakitError(f"matrix must be 'A' or 'B', got {matrix!r}")

@@ -34,6 +34,7 @@ import torch
 
 from lorakit.data.chat import encode_conversation, truncate_conversation
 from lorakit.data.examples import ClassificationExample, GenerationExample
+from lorakit.errors import LorakitError
 
 IGNORE_INDEX = -100  # label value that torch's cross-entropy (and Hugging Face models) skip
 PLAIN_SEPARATOR = "\n"  # ends a plain (non-chat) prompt
@@ -56,14 +57,14 @@ def resolve_pad_id(tokenizer: TokenizerLike) -> int:
     for token_id in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
         if token_id is not None:
             return int(token_id)
-    raise ValueError("the tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token")
+    raise LorakitError("the tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token")
 
 
 def wants_chat_template(tokenizer: TokenizerLike, use_chat_template: bool | None) -> bool:
     """Decide the prompt format: None means "chat if the tokenizer has a template"."""
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if use_chat_template and not has_template:
-        raise ValueError("use_chat_template=True but the tokenizer has no chat_template")
+        raise LorakitError("use_chat_template=True but the tokenizer has no chat_template")
     return has_template if use_chat_template is None else bool(use_chat_template)
 
 
@@ -87,7 +88,7 @@ def encode_prompt(
     if not isinstance(prompt, str):
         users = [m["content"] for m in prompt if m.get("role") == "user"]
         if not users:
-            raise ValueError("a chat history without a chat template needs at least one user message")
+            raise LorakitError("a chat history without a chat template needs at least one user message")
         prompt = users[-1]
     return list(tokenizer(prompt + PLAIN_SEPARATOR, add_special_tokens=True)["input_ids"])
 
@@ -101,7 +102,7 @@ def truncate_pair(prompt: list[int], completion: list[int], max_length: int) -> 
     exactly one completion token, so an example never contributes zero loss tokens.
     """
     if max_length < 2:
-        raise ValueError(f"max_length must be >= 2 (a prompt token and a completion token), got {max_length}")
+        raise LorakitError(f"max_length must be >= 2 (a prompt token and a completion token), got {max_length}")
     if len(prompt) + len(completion) <= max_length:
         return prompt, completion
     if len(prompt) < max_length:
@@ -121,7 +122,7 @@ def padded_width(lengths: Sequence[int], multiple: int = 1, cap: int | None = No
     so the loss and gradients are the unpadded ones up to rounding.
     """
     if multiple < 1:
-        raise ValueError(f"pad multiple must be >= 1, got {multiple}")
+        raise LorakitError(f"pad multiple must be >= 1, got {multiple}")
     longest = max(lengths, default=0)
     width = -(-longest // multiple) * multiple
     return max(longest, min(width, cap)) if cap is not None else width
@@ -154,7 +155,7 @@ class ClassificationCollator:
 
     def __init__(self, tokenizer: TokenizerLike, max_length: int, pad_multiple: int = 1) -> None:
         if max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
+            raise LorakitError(f"max_length must be >= 1, got {max_length}")
         padded_width([], pad_multiple)  # checks it
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -164,7 +165,7 @@ class ClassificationCollator:
     def __call__(self, examples: Sequence[ClassificationExample]) -> dict[str, torch.Tensor]:
         """Tokenize, truncate and pad one batch."""
         if not examples:
-            raise ValueError("cannot collate an empty batch")
+            raise LorakitError("cannot collate an empty batch")
         encoded = self.tokenizer(
             [e.text for e in examples], truncation=True, max_length=self.max_length, add_special_tokens=True
         )["input_ids"]
@@ -188,11 +189,11 @@ class CausalLMCollator:
         pad_multiple: int = 1,
     ) -> None:
         if max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {max_length}")
+            raise LorakitError(f"max_length must be >= 2, got {max_length}")
         padded_width([], pad_multiple)  # checks it
         self.pad_multiple = pad_multiple
         if getattr(tokenizer, "eos_token_id", None) is None:
-            raise ValueError(
+            raise LorakitError(
                 "the tokenizer has no EOS token, needed to end completions; set tokenizer.eos_token"
             )
         self.tokenizer = tokenizer
@@ -219,7 +220,7 @@ class CausalLMCollator:
     def __call__(self, examples: Sequence[GenerationExample]) -> dict[str, torch.Tensor]:
         """Tokenize, truncate, mask and pad one batch."""
         if not examples:
-            raise ValueError("cannot collate an empty batch")
+            raise LorakitError("cannot collate an empty batch")
         pairs = [self.encode(e) for e in examples]
         lengths = [len(ids) for ids, _ in pairs]
         width = padded_width(lengths, self.pad_multiple, self.max_length)

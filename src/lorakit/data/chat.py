@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lorakit.errors import LorakitError
+
 IGNORE_INDEX = -100
 
 
@@ -37,7 +39,7 @@ def conversation_pieces(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -
         before = tokenizer.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True) if i else ""
         after = tokenizer.apply_chat_template(msgs[: i + 1], tokenize=False)
         if not (after.startswith(before) and full.startswith(after) and len(before) >= done):
-            raise ValueError(
+            raise LorakitError(
                 "the chat template does not render conversations as a growing prefix (turn "
                 f"{i} changes earlier text), so assistant turns cannot be located; train on single-turn "
                 "examples or use a template that keeps the history verbatim"

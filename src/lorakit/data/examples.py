@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from lorakit.errors import LorakitError
+
 Task = Literal["classify", "generate"]
 TASKS: tuple[str, ...] = ("classify", "generate")
 # Roles a chat message may have; anything else is almost certainly a typo in the data file.
@@ -26,10 +28,10 @@ class ClassificationExample:
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():
-            raise ValueError(f"text must be a non-empty string, got {self.text!r}")
+            raise LorakitError(f"text must be a non-empty string, got {self.text!r}")
         # bool is an int subclass; a True/False label is a data error, not class 1/0.
         if isinstance(self.label, bool) or not isinstance(self.label, int) or self.label < 0:
-            raise ValueError(f"label must be a non-negative int, got {self.label!r}")
+            raise LorakitError(f"label must be a non-negative int, got {self.label!r}")
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,11 @@ class GenerationExample:
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise ValueError(f"prompt must be a non-empty string, got {self.prompt!r}")
+            raise LorakitError(f"prompt must be a non-empty string, got {self.prompt!r}")
         if not isinstance(self.completion, str) or not self.completion.strip():
-            raise ValueError(f"completion must be a non-empty string, got {self.completion!r}")
+            raise LorakitError(f"completion must be a non-empty string, got {self.completion!r}")
         if not all(isinstance(r, str) for r in self.references):
-            raise ValueError(f"references must be strings, got {self.references!r}")
+            raise LorakitError(f"references must be strings, got {self.references!r}")
         # Normalise lists to tuples so the frozen example really is immutable from the outside.
         object.__setattr__(self, "references", tuple(self.references))
         if self.messages:
@@ -62,7 +64,7 @@ class GenerationExample:
             object.__setattr__(self, "messages", msgs)
             last = msgs[-1]
             if last["role"] != "assistant" or last["content"] != self.completion:
-                raise ValueError("the last message must be the assistant turn equal to completion")
+                raise LorakitError("the last message must be the assistant turn equal to completion")
 
     @property
     def context(self) -> str | tuple[dict[str, str], ...]:
@@ -76,10 +78,10 @@ class GenerationExample:
         """Build an example from a chat whose last message is the assistant's answer."""
         msgs = tuple(check_message(m) for m in messages)
         if len(msgs) < 2 or msgs[-1]["role"] != "assistant":
-            raise ValueError("messages need at least a user turn and end with an assistant turn")
+            raise LorakitError("messages need at least a user turn and end with an assistant turn")
         users = [m["content"] for m in msgs[:-1] if m["role"] == "user"]
         if not users:
-            raise ValueError("messages have no user turn before the last assistant turn")
+            raise LorakitError("messages have no user turn before the last assistant turn")
         return cls(
             prompt=users[-1], completion=msgs[-1]["content"], references=tuple(references), messages=msgs
         )
@@ -88,12 +90,12 @@ class GenerationExample:
 def check_message(message: Mapping[str, str]) -> dict[str, str]:
     """Return a plain ``{"role", "content"}`` copy of a chat message, or raise ValueError."""
     if not isinstance(message, Mapping):
-        raise ValueError(f"a message must be an object with role and content, got {message!r}")
+        raise LorakitError(f"a message must be an object with role and content, got {message!r}")
     role, content = message.get("role"), message.get("content")
     if role not in CHAT_ROLES:
-        raise ValueError(f"message role must be one of {list(CHAT_ROLES)}, got {role!r}")
+        raise LorakitError(f"message role must be one of {list(CHAT_ROLES)}, got {role!r}")
     if not isinstance(content, str):
-        raise ValueError(f"message content must be a string, got {content!r}")
+        raise LorakitError(f"message content must be a string, got {content!r}")
     return {"role": role, "content": content}
 
 
@@ -112,23 +114,23 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
+            raise LorakitError(f"task must be one of {list(TASKS)}, got {self.task!r}")
         kind = ClassificationExample if self.task == "classify" else GenerationExample
         bad = next((e for e in self.examples if not isinstance(e, kind)), None)
         if bad is not None:
-            raise ValueError(f"a {self.task} data set holds {kind.__name__}s, got {type(bad).__name__}")
+            raise LorakitError(f"a {self.task} data set holds {kind.__name__}s, got {type(bad).__name__}")
         if self.task == "classify":
             if self.num_labels is None or self.num_labels < 1:
-                raise ValueError(f"a classify data set needs num_labels >= 1, got {self.num_labels!r}")
+                raise LorakitError(f"a classify data set needs num_labels >= 1, got {self.num_labels!r}")
             if self.label_names is not None and len(self.label_names) != self.num_labels:
-                raise ValueError(
+                raise LorakitError(
                     f"label_names has {len(self.label_names)} names for {self.num_labels} labels"
                 )
             top = max((e.label for e in self.examples), default=-1)
             if top >= self.num_labels:
-                raise ValueError(f"label {top} out of range for num_labels={self.num_labels}")
+                raise LorakitError(f"label {top} out of range for num_labels={self.num_labels}")
         elif self.num_labels is not None or self.label_names is not None:
-            raise ValueError("num_labels and label_names are for classify data sets only")
+            raise LorakitError("num_labels and label_names are for classify data sets only")
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -23,6 +23,7 @@ from pathlib import Path
 from lorakit.data.examples import ClassificationExample, Dataset, GenerationExample
 from lorakit.data.formats import Columns, Record, RowError, detect_format, parse_row, undetectable
 from lorakit.data.readers import count_fallbacks, read_csv_rows, read_lines
+from lorakit.errors import LorakitError
 
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
 SUFFIXES = (".jsonl", *DELIMITERS)
@@ -30,7 +31,7 @@ SUFFIXES = (".jsonl", *DELIMITERS)
 __all__ = ["SUFFIXES", "BadRowError", "Columns", "find_split_file", "load_file", "load_files", "read_file"]
 
 
-class BadRowError(ValueError):
+class BadRowError(LorakitError):
     """A malformed row, named by ``file:line`` (``skip_bad_rows`` skips and counts such rows)."""
 
 
@@ -53,17 +54,17 @@ def find_split_file(directory: Path, split: str, required: bool = True) -> Path 
     if len(found) == 1:
         return found[0]
     if found:
-        raise ValueError(f"{directory}: several files for split {split!r}: {[p.name for p in found]}")
+        raise LorakitError(f"{directory}: several files for split {split!r}: {[p.name for p in found]}")
     if not required:
         return None
     present = sorted(p.name for p in directory.iterdir() if p.suffix in SUFFIXES)
-    raise ValueError(f"{directory}: no {split}.jsonl/.csv/.tsv; data files present: {present}")
+    raise LorakitError(f"{directory}: no {split}.jsonl/.csv/.tsv; data files present: {present}")
 
 
 def check_suffix(path: Path) -> None:
     """Refuse a file type lorakit cannot read, listing the ones it can."""
     if path.suffix not in SUFFIXES:
-        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {list(SUFFIXES)}")
+        raise LorakitError(f"{path}: unsupported file type {path.suffix!r}; use one of {list(SUFFIXES)}")
 
 
 def load_file(
@@ -96,7 +97,7 @@ def load_files(
     tasks = {rows.task for rows in read.values()}
     if len(tasks) > 1:
         listing = ", ".join(f"{rows.path.name}: {rows.task}" for rows in read.values())
-        raise ValueError(f"the data files hold different tasks ({listing})")
+        raise LorakitError(f"the data files hold different tasks ({listing})")
     peers = [read_file(p, columns, True) for p in label_peers if p not in {r.path for r in read.values()}]
     labeled = [(rows.path, r) for rows in [*read.values(), *peers] if rows.task == "classify" for r in rows.records]
     mapping = _label_mapping(labeled) if tasks == {"classify"} else None
@@ -108,7 +109,7 @@ def load_files(
 def read_file(path: Path, columns: Columns, skip_bad_rows: bool) -> FileRows:
     """Parse a JSONL or CSV/TSV file into records; bad rows raise or are collected (``skip_bad_rows``)."""
     if not path.is_file():
-        raise ValueError(f"{path}: file not found")
+        raise LorakitError(f"{path}: file not found")
     check_suffix(path)
     if path.suffix == ".jsonl":
         lines = read_lines(path)
@@ -123,10 +124,10 @@ def read_file(path: Path, columns: Columns, skip_bad_rows: bool) -> FileRows:
     if header is not None:  # CSV/TSV: the header decides the format, a missing column is a file error
         fmt = fmt or detect_format(header, columns)
         if fmt not in ("classify", "generate"):
-            raise ValueError(f"{path}:1: {undetectable(header)}")
+            raise LorakitError(f"{path}:1: {undetectable(header)}")
         for name in columns.names(fmt):
             if name not in header:
-                raise ValueError(f"{path}:1: missing column {name!r}; columns are {header}")
+                raise LorakitError(f"{path}:1: missing column {name!r}; columns are {header}")
     out = FileRows(path, "", [], fallbacks=fallbacks)
     for number, raw in rows:
         try:
@@ -143,7 +144,7 @@ def read_file(path: Path, columns: Columns, skip_bad_rows: bool) -> FileRows:
             out.bad.append(reason)
     if fmt is None or not out.records:
         what = f"; all {len(out.bad)} rows are bad, e.g. {out.bad[0]}" if out.bad else ""
-        raise ValueError(f"{path}:1: no usable records in file{what}")
+        raise LorakitError(f"{path}:1: no usable records in file{what}")
     out.task = "classify" if fmt == "classify" else "generate"
     return out
 
@@ -215,14 +216,14 @@ def _label_mapping(labeled: list[tuple[Path, Record]]) -> tuple:
     among names is ambiguous and an error.
     """
     if not labeled:
-        raise ValueError("no labeled records")
+        raise LorakitError("no labeled records")
     labels = [record.label for _, record in labeled]
     if all(_is_index(label) for label in labels):
         return int, max(int(label) for label in labels) + 1, None
     example = next(label for label in labels if not _is_index(label))
     for path, record in labeled:
         if not isinstance(record.label, str):
-            raise ValueError(
+            raise LorakitError(
                 f"{path}:{record.line}: label {record.label!r} is an integer, but other labels are "
                 f"names such as {example!r}"
             )

@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lorakit.errors import LorakitError
+
 FORMATS: tuple[str, ...] = ("classify", "generate", "chat", "alpaca", "sharegpt")
 # ShareGPT speaker ("from") -> chat role. The names seen in the public ShareGPT/Vicuna/OpenHermes dumps.
 SHAREGPT_ROLES: dict[str, str] = {
@@ -35,7 +37,7 @@ SHAREGPT_ROLES: dict[str, str] = {
 }
 
 
-class RowError(ValueError):
+class RowError(LorakitError):
     """One row is malformed; the message says why (without the file and line, which the reader adds)."""
 
 
@@ -53,7 +55,7 @@ class Columns:
         classify = self.text is not None or self.label is not None
         generate = self.prompt is not None or self.completion is not None
         if classify and generate:
-            raise ValueError("text/label columns and prompt/completion columns exclude each other")
+            raise LorakitError("text/label columns and prompt/completion columns exclude each other")
         return "classify" if classify else "generate" if generate else None
 
     def names(self, task: str) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from lorakit.data.recipes import RECIPES, load_recipe
 from lorakit.data.root import resolve_data_root
 from lorakit.data.split_plan import DEFAULT_EVAL_FRACTION
 from lorakit.data.splits import hold_out
+from lorakit.errors import LorakitError
 
 
 def load_dataset(
@@ -36,11 +37,11 @@ def load_dataset(
     first ``limit`` examples of the split. ``skip_bad_rows`` skips (and lists) malformed rows.
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+        raise LorakitError(f"limit must be a positive int or None, got {limit!r}")
     columns = Columns(text_column, label_column, prompt_column, completion_column)
     if name_or_path in RECIPES:
         if columns != Columns():
-            raise ValueError(f"column options apply to data files, not to the recipe {name_or_path!r}")
+            raise LorakitError(f"column options apply to data files, not to the recipe {name_or_path!r}")
         dataset = load_recipe(name_or_path, split, resolve_data_root(data_root), seed)
     elif Path(name_or_path).is_dir() and split in ("train", "dev") and find_split_file(
             Path(name_or_path), "dev", required=False) is None:
@@ -49,7 +50,7 @@ def load_dataset(
     elif Path(name_or_path).exists():
         dataset = load_file(name_or_path, split, columns, skip_bad_rows)
     else:
-        raise ValueError(
+        raise LorakitError(
             f"unknown data set {name_or_path!r}: not a recipe ({', '.join(sorted(RECIPES))}) "
             f"and no such file or directory"
         )

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lorakit.errors import LorakitError
+
 IGNORE_INDEX = -100
 
 
@@ -40,14 +42,14 @@ def pack(encoded: Sequence[tuple[Sequence[int], Sequence[int]]], max_length: int
     The result is deterministic (ties keep the input order); every example lands in exactly one row.
     """
     if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
+        raise LorakitError(f"max_length must be >= 1, got {max_length}")
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
     rows: list[list[int]] = []  # example indices per row
     free: list[int] = []  # tokens left per row
     for i in order:
         n = len(encoded[i][0])
         if n > max_length:
-            raise ValueError(f"example {i} has {n} tokens, more than max_length {max_length}; truncate first")
+            raise LorakitError(f"example {i} has {n} tokens, more than max_length {max_length}; truncate first")
         slot = next((r for r, room in enumerate(free) if room >= n), None)
         if slot is None:
             rows.append([])
@@ -72,7 +74,7 @@ class PackedCollator:
     def __call__(self, rows: Sequence[PackedRow]) -> dict[str, torch.Tensor]:
         """Concatenate each row's examples and pad the rows to the longest."""
         if not rows:
-            raise ValueError("cannot collate an empty batch")
+            raise LorakitError("cannot collate an empty batch")
         width = max(len(row) for row in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)

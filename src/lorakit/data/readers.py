@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorakit.errors import LorakitError
+
 # Tried in order after UTF-8; the last one must accept every byte sequence.
 FALLBACK_ENCODINGS: tuple[str, ...] = ("cp1252", "iso-8859-1")
 
@@ -83,13 +85,13 @@ def parse_labeled_line(path: str | Path, line: Line, num_labels: int) -> tuple[i
     head, _, text = line.text.strip().partition(" ")
     # Rejects "-1", "1.0", "" and non-ASCII digits such as "²" (isdigit alone accepts those).
     if not (head.isascii() and head.isdigit()):
-        raise ValueError(f"{path}:{line.number}: label {head!r} is not a non-negative integer")
+        raise LorakitError(f"{path}:{line.number}: label {head!r} is not a non-negative integer")
     label = int(head)
     if label >= num_labels:
-        raise ValueError(f"{path}:{line.number}: label {label} is outside 0..{num_labels - 1}")
+        raise LorakitError(f"{path}:{line.number}: label {label} is outside 0..{num_labels - 1}")
     text = text.strip()
     if not text:
-        raise ValueError(f"{path}:{line.number}: empty text after label {label}")
+        raise LorakitError(f"{path}:{line.number}: empty text after label {label}")
     return label, text
 
 
@@ -116,20 +118,20 @@ def read_csv_rows(
             start = reader.line_num + 1
     except csv.Error as err:
         kind = "TSV" if delimiter == "\t" else "CSV"
-        raise ValueError(f"{path}:{reader.line_num}: malformed {kind}: {err}") from err
+        raise LorakitError(f"{path}:{reader.line_num}: malformed {kind}: {err}") from err
     records = [(n, f) for n, f in records if any(x.strip() for x in f)]  # blank lines carry nothing
     if not records:
-        raise ValueError(f"{path}:1: empty file, expected a header row")
+        raise LorakitError(f"{path}:1: empty file, expected a header row")
     header_line, header = records[0]
     header = [h.strip() for h in header]
     if len(set(header)) != len(header):
-        raise ValueError(f"{path}:{header_line}: duplicate column names in header {header}")
+        raise LorakitError(f"{path}:{header_line}: duplicate column names in header {header}")
     rows = []
     for number, fields in records[1:]:
         if len(fields) != len(header):
             reason = f"expected {len(header)} fields ({', '.join(header)}), got {len(fields)}"
             if bad is None:
-                raise ValueError(f"{path}:{number}: {reason}")
+                raise LorakitError(f"{path}:{number}: {reason}")
             bad.append((number, reason))
             continue
         rows.append((number, dict(zip(header, fields, strict=True))))

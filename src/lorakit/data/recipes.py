@@ -21,6 +21,7 @@ from pathlib import Path
 from lorakit.data.examples import ClassificationExample, Dataset, GenerationExample, Task
 from lorakit.data.readers import count_fallbacks, parse_labeled_line, read_csv_rows, read_lines
 from lorakit.data.splits import holdout_split, three_way_split
+from lorakit.errors import LorakitError
 
 # The E2E prompt: the paper's task is MR -> one sentence; the instruction makes it usable as a chat turn.
 E2E_PROMPT_PREFIX = "Describe this restaurant in one sentence: "
@@ -41,7 +42,7 @@ class Recipe:
 def _read_classification(path: Path, num_labels: int) -> tuple[list[ClassificationExample], int]:
     """Read a ``LABEL<space>text`` file; return the examples and how many lines needed a fallback."""
     if not path.is_file():
-        raise ValueError(f"{path}: file not found (is the data root right?)")
+        raise LorakitError(f"{path}: file not found (is the data root right?)")
     lines = read_lines(path)
     examples = []
     for line in lines:
@@ -122,16 +123,16 @@ def _seeded_three_way(folder: str, names: list[str], meaning: str) -> Callable:
 def _read_e2e(path: Path) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
     """Read an E2E ``mr,ref`` CSV into its (mr, ref) pairs and refs grouped by MR (file order kept)."""
     if not path.is_file():
-        raise ValueError(f"{path}: file not found (is the data root right?)")
+        raise LorakitError(f"{path}: file not found (is the data root right?)")
     header, rows, _ = read_csv_rows(path)
     columns = {h.lower(): h for h in header}
     if "mr" not in columns or "ref" not in columns:
-        raise ValueError(f"{path}:1: expected columns mr,ref, found {header}")
+        raise LorakitError(f"{path}:1: expected columns mr,ref, found {header}")
     pairs, grouped = [], {}
     for number, row in rows:
         mr, ref = row[columns["mr"]].strip(), row[columns["ref"]].strip()
         if not mr or not ref:
-            raise ValueError(f"{path}:{number}: empty {'mr' if not mr else 'ref'}")
+            raise LorakitError(f"{path}:{number}: empty {'mr' if not mr else 'ref'}")
         pairs.append((mr, ref))
         grouped.setdefault(mr, []).append(ref)
     return pairs, grouped
@@ -222,8 +223,8 @@ RECIPES: dict[str, Recipe] = {
 def load_recipe(name: str, split: str, root: Path, seed: int = 0) -> Dataset:
     """Build split ``split`` of recipe ``name`` from ``root``; unknown names/splits list the valid ones."""
     if name not in RECIPES:
-        raise ValueError(f"unknown data set {name!r}; recipes are {sorted(RECIPES)}")
+        raise LorakitError(f"unknown data set {name!r}; recipes are {sorted(RECIPES)}")
     recipe = RECIPES[name]
     if split not in recipe.splits:
-        raise ValueError(f"{name} has no split {split!r}; valid splits are {list(recipe.splits)}")
+        raise LorakitError(f"{name} has no split {split!r}; valid splits are {list(recipe.splits)}")
     return recipe.build(root, split, seed)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lorakit.errors import LorakitError
+
 ENV_VAR = "LORAKIT_DATA"
 
 
@@ -35,7 +37,7 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
         if path.is_dir():
             return path.resolve()
     listing = "; ".join(f"{path} ({source})" for path, source in tried)
-    raise ValueError(
+    raise LorakitError(
         f"data root not found; tried: {listing}. Pass --data-root PATH (data_root=...) or set "
         f"{ENV_VAR}=PATH to the folder holding sst2/, trec/, subj/, mr/, e2e/."
     )

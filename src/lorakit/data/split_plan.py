@@ -24,6 +24,7 @@ from lorakit.data.files import Columns, check_suffix, find_split_file, load_file
 from lorakit.data.recipes import RECIPES, load_recipe
 from lorakit.data.root import resolve_data_root
 from lorakit.data.splits import hold_out
+from lorakit.errors import LorakitError
 
 DEFAULT_EVAL_FRACTION = 0.1
 SPLIT_SEED = 0  # held-out rows stay the same when the training seed changes (as for the recipes)
@@ -68,22 +69,22 @@ def plan_splits(
     columns = columns or Columns()
     for name, split in (("eval_split", eval_split), ("test_split", test_split)):
         if split == "train" and not eval_on_train_rows:
-            raise ValueError(f"{name} 'train' would evaluate on training rows; pass {UNSAFE_OPTION} if you mean it")
+            raise LorakitError(f"{name} 'train' would evaluate on training rows; pass {UNSAFE_OPTION} if you mean it")
     if data in RECIPES:
         sets, how = _recipe_sets(data, data_root, eval_split, test_split, eval_data, test_data, columns, seed)
     elif Path(data).exists():
         sets, how = _file_sets(Path(data), eval_data, test_data, eval_fraction, seed, eval_on_train_rows,
                                columns, skip_bad_rows)
     else:
-        raise ValueError(f"unknown data set {data!r}: not a recipe ({', '.join(sorted(RECIPES))}) "
-                         f"and no such file or directory")
+        raise LorakitError(f"unknown data set {data!r}: not a recipe ({', '.join(sorted(RECIPES))}) "
+                           f"and no such file or directory")
     train = sets["train"]
     if test_split is None:
         given = test_data is not None or (train.task == "generate" and "test" in sets)
         test_split = "test" if given and "test" in sets else "dev"
     for name, split in (("eval_split", eval_split), ("test_split", test_split)):
         if split not in sets:
-            raise ValueError(f"{name} {split!r}: {data} has no such split (available: {sorted(sets)})")
+            raise LorakitError(f"{name} {split!r}: {data} has no such split (available: {sorted(sets)})")
     test = sets[test_split]
     if test_limit is not None and test_limit < len(test):
         test = replace(test, examples=test.examples[:test_limit],
@@ -96,7 +97,7 @@ def plan_splits(
 def _recipe_sets(name: str, data_root: Any, eval_split: str, test_split: str | None, eval_data: str | None,
                  test_data: str | None, columns: Columns, seed: int) -> tuple[dict[str, Dataset], dict[str, str]]:
     if columns != Columns():
-        raise ValueError(f"column options apply to data files, not to the recipe {name!r}")
+        raise LorakitError(f"column options apply to data files, not to the recipe {name!r}")
     root = resolve_data_root(data_root)
     wanted = {"train", eval_split, test_split or "dev"}
     if test_split is None and RECIPES[name].task == "generate":
@@ -115,10 +116,10 @@ def _recipe_extra(train: Dataset, path: Path, split: str) -> Dataset:
     check_suffix(path)
     extra = load_files({split: path})[split]
     if extra.task != train.task:
-        raise ValueError(f"{path}: a {extra.task} file cannot evaluate the {train.task} data set {train.name}")
+        raise LorakitError(f"{path}: a {extra.task} file cannot evaluate the {train.task} data set {train.name}")
     if train.task == "classify":
         if extra.label_names is not None or extra.num_labels > train.num_labels:
-            raise ValueError(f"{path}: labels must be the indices 0..{train.num_labels - 1} of {train.name}")
+            raise LorakitError(f"{path}: labels must be the indices 0..{train.num_labels - 1} of {train.name}")
         extra = replace(extra, num_labels=train.num_labels, label_names=train.label_names)
     return extra
 
@@ -143,8 +144,8 @@ def _file_sets(path: Path, eval_data: str | None, test_data: str | None, fractio
             files[split] = Path(given)
     for split in ("dev", "test"):
         if split in files and files[split].resolve() == files["train"].resolve() and not unsafe:
-            raise ValueError(f"the {split} file {files[split]} is the training file; evaluating on trained rows "
-                             f"needs {UNSAFE_OPTION}")
+            raise LorakitError(f"the {split} file {files[split]} is the training file; evaluating on trained rows "
+                               f"needs {UNSAFE_OPTION}")
     sets = load_files(files, columns, skip, label_peers=peers)
     how = {split: "given file" for split in sets}
     if "dev" not in sets:

@@ -11,11 +11,13 @@ import random
 from dataclasses import replace
 from typing import Any
 
+from lorakit.errors import LorakitError
+
 
 def holdout_count(n: int, fraction: float) -> int:
     """Size of a held-out part: ``floor(n * fraction)`` (e.g. 10% of 5,452 TREC lines is 545)."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+        raise LorakitError(f"fraction must be in (0, 1), got {fraction!r}")
     return int(n * fraction)
 
 
@@ -33,7 +35,7 @@ def three_way_split(n: int, seed: int, dev: float = 0.1, test: float = 0.1) -> d
     random.Random(seed).shuffle(order)
     n_dev, n_test = holdout_count(n, dev), holdout_count(n, test)
     if n_dev + n_test >= n:
-        raise ValueError(f"dev={dev} and test={test} leave no training items out of {n}")
+        raise LorakitError(f"dev={dev} and test={test} leave no training items out of {n}")
     return {
         "train": sorted(order[n_dev + n_test :]),
         "dev": sorted(order[:n_dev]),
@@ -50,7 +52,7 @@ def hold_out(dataset: Any, fraction: float, seed: int) -> tuple[Any, Any]:
     n = len(dataset.examples)
     kept, held = holdout_split(n, fraction, seed)
     if not held or not kept:
-        raise ValueError(
+        raise LorakitError(
             f"{dataset.name}: {n} rows with eval fraction {fraction} leave an empty "
             f"{'dev' if not held else 'train'} split; pass a separate eval file or another fraction"
         )

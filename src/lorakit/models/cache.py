@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lorakit.errors import LorakitError
+
 __all__ = ["cache_root", "cached_folder"]
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ def cached_folder(
     (e.g. edited by hand) and is rebuilt rather than trusted.
     """
     if not entry or "/" in entry or "\\" in entry or entry.startswith("."):
-        raise ValueError(f"cache entry name must be a plain folder name, got {entry!r}")
+        raise LorakitError(f"cache entry name must be a plain folder name, got {entry!r}")
     models = (root if root is not None else cache_root()) / "models"
     final = models / entry
     if _complete(final, required):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lorakit.errors import LorakitError
+
 __all__ = ["EMBEDDED", "EmbeddedModel", "embedded_names", "locate_embedded"]
 
 
@@ -63,18 +65,18 @@ def locate_embedded(name: str) -> Path:
     try:
         entry = EMBEDDED[name]
     except KeyError:
-        raise ValueError(f"unknown embedded model {name!r}; embedded models: {', '.join(embedded_names())}") from None
+        raise LorakitError(f"unknown embedded model {name!r}; embedded models: {', '.join(embedded_names())}") from None
     try:
         dist = importlib.metadata.distribution(entry.distribution)
     except importlib.metadata.PackageNotFoundError:
-        raise ValueError(
+        raise LorakitError(
             f"embedded model {name!r} needs the package {entry.distribution!r}, which is not installed; "
             f"install it with: {entry.install_command}"
         ) from None
     path = Path(str(dist.locate_file(entry.relative_path)))
     if not path.exists():
         # Installed metadata but no files (a broken or partial install): reinstalling is the fix.
-        raise ValueError(
+        raise LorakitError(
             f"embedded model {name!r}: package {entry.distribution!r} is installed but {path} is missing; "
             f"reinstall it with: {entry.install_command} --force-reinstall"
         )

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from lorakit.errors import LorakitError
+from lorakit.io.atomic import replacing
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -52,16 +54,16 @@ def _permute(weight: torch.Tensor, heads: int) -> torch.Tensor:
 def _check_model(model: PreTrainedModel) -> Any:
     config = model.config
     if config.model_type not in _ARCHITECTURES:
-        raise ValueError(f"GGUF export supports the {', '.join(_ARCHITECTURES)} architecture; "
-                         f"this model is {config.model_type!r}")
+        raise LorakitError(f"GGUF export supports the {', '.join(_ARCHITECTURES)} architecture; "
+                           f"this model is {config.model_type!r}")
     rope = getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise ValueError(f"GGUF export does not write RoPE scaling ({rope}); only plain RoPE is supported")
+        raise LorakitError(f"GGUF export does not write RoPE scaling ({rope}); only plain RoPE is supported")
     if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
-        raise ValueError("GGUF export does not write attention/MLP biases; this Llama has them")
+        raise LorakitError("GGUF export does not write attention/MLP biases; this Llama has them")
     leftovers = [n for n, m in model.named_modules() if not type(m).__module__.startswith(("torch.", "transformers"))]
     if leftovers:
-        raise ValueError(f"merge and unload the LoRA layers before exporting (e.g. {leftovers[0]})")
+        raise LorakitError(f"merge and unload the LoRA layers before exporting (e.g. {leftovers[0]})")
     return config
 
 
@@ -111,14 +113,14 @@ def _write_tensors(writer, model: PreTrainedModel, config, dtype: str) -> None:
             continue
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
-            raise ValueError(f"no GGUF name for tensor {hf_name!r}")
+            raise LorakitError(f"no GGUF name for tensor {hf_name!r}")
         weight = tensor.detach().float().cpu()
         if hf_name.endswith("self_attn.q_proj.weight"):
             weight = _permute(weight, heads)
         elif hf_name.endswith("self_attn.k_proj.weight"):
             weight = _permute(weight, kv_heads)
         if not torch.isfinite(weight).all():
-            raise ValueError(f"tensor {hf_name!r} holds non-finite values; nothing was written")
+            raise LorakitError(f"tensor {hf_name!r} holds non-finite values; nothing was written")
         data, qtype = _tensor_data(weight.numpy(), dtype)
         writer.add_tensor(gguf_name, data, raw_dtype=qtype)
 
@@ -131,8 +133,8 @@ def _write_hf_tokenizer(writer, tokenizer: PreTrainedTokenizerBase, vocab_size: 
     model = spec.get("model") or {}
     byte_level = "ByteLevel" in json.dumps(spec.get("pre_tokenizer")) or "ByteLevel" in json.dumps(spec.get("decoder"))
     if model.get("type") != "BPE" or not byte_level:
-        raise ValueError("GGUF export writes byte-level BPE tokenizers (GPT-2 style, llama.cpp's 'gpt2'); this "
-                         f"tokenizer is {model.get('type')!r}{'' if byte_level else ' without byte-level'}")
+        raise LorakitError("GGUF export writes byte-level BPE tokenizers (GPT-2 style, llama.cpp's 'gpt2'); this "
+                           f"tokenizer is {model.get('type')!r}{'' if byte_level else ' without byte-level'}")
     by_id = {i: t for t, i in tokenizer.get_vocab().items()}
     added = {t.content: t for t in tokenizer.added_tokens_decoder.values()}
     tokens, types = [], []
@@ -186,7 +188,7 @@ def _copy_tokenizer_fields(writer, source: Path) -> None:
             writer.add_key_value(key, field.parts[field.data[0]].tolist()[0], main)
         copied += 1
     if not copied:
-        raise ValueError(f"{source} holds no tokenizer metadata to copy")
+        raise LorakitError(f"{source} holds no tokenizer metadata to copy")
 
 
 def export_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: str | os.PathLike[str], *,
@@ -201,14 +203,11 @@ def export_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out:
     import gguf
 
     if dtype not in EXPORT_DTYPES:
-        raise ValueError(f"unknown GGUF dtype {dtype!r}; choose one of {', '.join(EXPORT_DTYPES)}")
+        raise LorakitError(f"unknown GGUF dtype {dtype!r}; choose one of {', '.join(EXPORT_DTYPES)}")
     config = _check_model(model)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, "llama")
+    with replacing(out) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), "llama")
         _write_config(writer, config, name or getattr(config, "name_or_path", "") or "lorakit-export")
         file_type = gguf.LlamaFileType.MOSTLY_Q8_0 if dtype == "q8_0" else gguf.LlamaFileType.MOSTLY_F16
         writer.add_file_type(file_type)
@@ -222,10 +221,6 @@ def export_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
 
 

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
+from safetensors import SafetensorError
 
+from lorakit.errors import LorakitError
+from lorakit.io.storage import PICKLE_SUFFIXES
 from lorakit.models.resolve import resolve_model_path
 
 if TYPE_CHECKING:
@@ -60,14 +63,14 @@ def load_model(
     Raises ValueError for an unknown task, a bad ``num_labels`` or an unknown model.
     """
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        raise LorakitError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
     if num_labels is not None:
         if task != "classify":
-            raise ValueError(f"num_labels={num_labels!r} only applies to task 'classify', not {task!r}")
+            raise LorakitError(f"num_labels={num_labels!r} only applies to task 'classify', not {task!r}")
         if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
-            raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
+            raise LorakitError(f"num_labels must be a positive int, got {num_labels!r}")
     path = resolve_model_path(name_or_path)
     _require_safetensors(path)
 
@@ -81,7 +84,7 @@ def load_model(
     _ensure_pad_token(tokenizer, path)
     if task == "generate":
         if not decoder:
-            raise ValueError(
+            raise LorakitError(
                 f"task 'generate' needs a decoder (causal LM); {name_or_path!r} is an encoder "
                 f"(model_type {config.model_type!r}); use task 'base' or 'classify'"
             )
@@ -91,10 +94,13 @@ def load_model(
     from lorakit.models.quiet import quiet_transformers
 
     with quiet_transformers():
-        model, info = auto_class.from_pretrained(
-            path, local_files_only=True, dtype=dtype, output_loading_info=True, use_safetensors=True,
-            trust_remote_code=False, **overrides
-        )
+        try:
+            model, info = auto_class.from_pretrained(
+                path, local_files_only=True, dtype=dtype, output_loading_info=True, use_safetensors=True,
+                trust_remote_code=False, **overrides
+            )
+        except SafetensorError as exc:  # a damaged weights file is the user's to replace, not a bug
+            raise LorakitError(f"{path}: a weights file is not readable safetensors ({exc})") from None
     _log_loading_info(model, info, new_head, str(name_or_path))
     generation_config = getattr(model, "generation_config", None)
     if generation_config is not None and generation_config.pad_token_id is None:
@@ -104,16 +110,13 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, name=str(name_or_path), source_path=path, task=task)
 
 
-_PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
 def _require_safetensors(path: Path) -> None:
     """Refuse a folder whose weights exist only as pickle files: lorakit never unpickles (they can run code)."""
     if any(path.glob("*.safetensors")):
         return
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_WEIGHTS)
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
-        raise ValueError(
+        raise LorakitError(
             f"{path} holds its weights only as pickle files ({', '.join(pickles)}); lorakit loads safetensors "
             f"only, because unpickling can run arbitrary code. Convert them once with the tool that wrote them"
         )
@@ -152,13 +155,13 @@ def _model_class_for(
     has_head = any(a.endswith("ForSequenceClassification") for a in getattr(config, "architectures", None) or [])
     if num_labels is None:
         if not has_head:
-            raise ValueError(
+            raise LorakitError(
                 f"task 'classify' on {name!r} creates a new classification head: pass num_labels "
                 f"(the number of classes)"
             )
         num_labels = config.num_labels
     elif has_head and num_labels != config.num_labels:
-        raise ValueError(
+        raise LorakitError(
             f"{name!r} already has a classification head with {config.num_labels} labels, "
             f"but num_labels={num_labels} was asked for"
         )
@@ -174,7 +177,7 @@ def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
     if tokenizer.pad_token is not None:
         return
     if tokenizer.eos_token is None:
-        raise ValueError(f"the tokenizer in {path} has neither a pad nor an eos token to pad batches with")
+        raise LorakitError(f"the tokenizer in {path} has neither a pad nor an eos token to pad batches with")
     # The attention mask hides padding, so reusing eos as pad changes no output.
     tokenizer.pad_token = tokenizer.eos_token
 

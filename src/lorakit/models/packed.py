@@ -6,14 +6,14 @@ row-major weight streams them badly at small row counts. Measured on this projec
 machine (fp32, 16 rows, median of 20 calls): smollm2's LM head ``(49152, 576)`` 56.5 ms with
 ``F.linear`` vs 22.2 ms prepacked; its MLP ``(1536, 576)`` 0.63 vs 0.37 ms; at prefill sizes
 (1,360 rows) 25.0 vs 20.6 ms. The layout is what torch's inductor uses when it freezes a model;
-lorakit reaches it through :mod:`lorakit._torch` (private ops, one shim, tested).
+lorakit reaches it through :mod:`lorakit.core._torch` (private ops, one shim, tested).
 
 :class:`PackedLinear` keeps the ``nn.Linear``'s own ``weight`` and ``bias`` parameters under their
 names (state dicts, merges and DoRA's column norms see the plain weight) and holds the packed copy
 beside them, so packing costs one extra copy of the packed weights in memory. Only for inference:
 an input that needs gradients, lives elsewhere than on the CPU, or has another type than the weight
 takes the plain ``F.linear`` path. The serving bank wraps a packed layer through its registered
-kind (:mod:`lorakit.layer_kinds`), whose base path is this packed product.
+kind (:mod:`lorakit.core.kinds.packed`), whose base path is this packed product.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorakit._torch import mkldnn_linear, mkldnn_pack_linear
+from lorakit.core._torch import mkldnn_linear, mkldnn_pack_linear
 
 __all__ = ["PackedLinear", "pack_frozen_linears"]
 

@@ -14,7 +14,7 @@ Trainable tensors (LoRA factors, a classification head) always stay fp32, so the
 AdamW state are fp32 too (:func:`finish_base_precision`). The LoRA path ``B·A·x`` is computed by the
 LoRA layer and added to the base output in the base's type.
 
-The LoRA layer wraps a quantized layer through the registry: :mod:`lorakit.layer_kinds` registers the
+The LoRA layer wraps a quantized layer through the registry: :mod:`lorakit.core.kinds.bnb` registers the
 two bitsandbytes layer types with kinds that differ from ``nn.Linear``'s only in calling the quantized
 module for the base path. bitsandbytes is imported only when a model is quantized.
 """
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from lorakit.core import registry
 from lorakit.core.layers import LoraLayer, adopt_base
+from lorakit.errors import LorakitError
 
 __all__ = [
     "BASE_DTYPES",
@@ -51,6 +52,8 @@ __all__ = [
 FLOAT_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 QUANTIZED: tuple[str, ...] = ("int8", "nf4")
 BASE_DTYPES: tuple[str, ...] = (*FLOAT_DTYPES, *QUANTIZED)
+# The bitsandbytes layer each quantization makes (registered kinds, by qualified type name).
+_QUANTIZED_TYPES = {"int8": "bitsandbytes.nn.modules.Linear8bitLt", "nf4": "bitsandbytes.nn.modules.Linear4bit"}
 # CPU feature flags (Linux /proc/cpuinfo) that mean bf16 matrix products run in hardware.
 _BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
@@ -82,11 +85,11 @@ def default_base_dtype(device: torch.device) -> str:
 def check_base_dtype(name: str, device: torch.device) -> None:
     """Raise ValueError if ``name`` is unknown or ``device`` cannot run a base in it."""
     if name not in BASE_DTYPES:
-        raise ValueError(f"base dtype must be one of {', '.join(BASE_DTYPES)}, got {name!r}")
+        raise LorakitError(f"base dtype must be one of {', '.join(BASE_DTYPES)}, got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"base dtype {name} on cuda, but no CUDA device is available (use --device cpu)")
+        raise LorakitError(f"base dtype {name} on cuda, but no CUDA device is available (use --device cpu)")
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("base dtype bf16: this GPU has no bf16 support; use --base-dtype fp16 or fp32")
+        raise LorakitError("base dtype bf16: this GPU has no bf16 support; use --base-dtype fp16 or fp32")
     if name in QUANTIZED:
         # bitsandbytes warns on import that an optional CPU kernel package is missing; its own
         # fallback is what runs here, so the advice to install it is noise to a lorakit user.
@@ -97,8 +100,8 @@ def check_base_dtype(name: str, device: torch.device) -> None:
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
-            raise ValueError(f"base dtype {name} quantizes with bitsandbytes, which is not installed "
-                             f"(pip install 'lorakit[quant]'); use --base-dtype bf16 or fp32") from None
+            raise LorakitError(f"base dtype {name} quantizes with bitsandbytes, which is not installed "
+                               f"(pip install 'lorakit[quant]'); use --base-dtype bf16 or fp32") from None
 
 
 def resolve_base_dtype(name: str, device: torch.device) -> str:
@@ -194,13 +197,20 @@ def quantize_frozen_linears(model: nn.Module, name: str, device: torch.device) -
     layer as its base; its kind becomes the registered quantized kind. Returns how many were replaced.
     """
     if name not in QUANTIZED:
-        raise ValueError(f"quantization must be one of {', '.join(QUANTIZED)}, got {name!r}")
+        raise LorakitError(f"quantization must be one of {', '.join(QUANTIZED)}, got {name!r}")
     check_base_dtype(name, device)
     keep = set()
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
     if head is not None:
         keep.add(id(head))
+    # Checked before anything changes: a LoRA layer's variant runs on every forward, so the quantized
+    # kind must support it (DoRA needs a float W0); its init already ran on the float layer.
+    kind = registry.registered_kind(_QUANTIZED_TYPES[name])
+    for path, module in model.named_modules():
+        if isinstance(module, LoraLayer) and type(module.base) is nn.Linear and id(module) not in keep \
+                and not module.base.weight.requires_grad:
+            registry.check_supports(kind, module.variant.requires, path)
     replaced = 0
     for path, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lorakit.errors import LorakitError
 from lorakit.models.embedded import EMBEDDED, embedded_names, locate_embedded
 
 __all__ = ["resolve_model_path"]
@@ -38,4 +39,4 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
         why = f"{str(path)!r} is a file, not a model folder"
     else:
         why = f"{text!r} is neither an embedded model nor an existing folder"
-    raise ValueError(f"{why}; expected {accepted}")
+    raise LorakitError(f"{why}; expected {accepted}")

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lorakit.errors import LorakitError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -31,7 +33,7 @@ def save_merged(
         if not type(module).__module__.startswith(_PLAIN_MODULE_PREFIXES)
     ]
     if foreign:
-        raise ValueError(
+        raise LorakitError(
             f"cannot save a plain Hugging Face model: {len(foreign)} modules are not torch/transformers "
             f"modules (merge and unload the LoRA layers first): {', '.join(foreign[:5])}"
             + (" ..." if len(foreign) > 5 else "")

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lorakit.errors import LorakitError
 from lorakit.io import read_adapter
 from lorakit.serve.bank import AdapterBank, BankFull, LoadedAdapter
 from lorakit.serve.constrained import Constraint, LazyVocabulary, grammar_for
@@ -71,7 +72,7 @@ class LoraServer:
                  adapters_dir: str | Path | None = None, max_loaded: int = 8, max_batch: int = 16,
                  max_queue: int = 64, max_prefill_tokens: int = 4096, prefix_cache_mb: int = 256) -> None:
         if task not in ("generate", "classify"):
-            raise ValueError(f"task must be 'generate' or 'classify', got {task!r}")
+            raise LorakitError(f"task must be 'generate' or 'classify', got {task!r}")
         self.model, self.tokenizer, self.name, self.task = model.eval(), tokenizer, str(name), task
         self.bank = AdapterBank(model, max_loaded=max_loaded)
         self.folder = AdapterFolder(adapters_dir) if adapters_dir is not None else None
@@ -140,10 +141,10 @@ class LoraServer:
     def _path(self, name: str, path: str | Path | None) -> str | Path:
         check_name(name)
         if name == self.name:
-            raise ValueError(f"adapter name {name!r} is the base model's name")
+            raise LorakitError(f"adapter name {name!r} is the base model's name")
         if path is None:
             if self.folder is None:
-                raise ValueError("no adapters folder configured: pass the adapter's path")
+                raise LorakitError("no adapters folder configured: pass the adapter's path")
             path = self.folder.resolve(name)
         return path
 
@@ -225,7 +226,7 @@ class LoraServer:
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a chat rendered with the tokenizer's chat template, ready for the reply."""
         if not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError(f"the tokenizer of {self.name!r} has no chat template; use /v1/completions")
+            raise LorakitError(f"the tokenizer of {self.name!r} has no chat template; use /v1/completions")
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -279,7 +280,7 @@ class LoraServer:
         params = params if isinstance(params, list) else [params] * len(prompt_ids)
         formats = response_format if isinstance(response_format, list) else [response_format] * len(prompt_ids)
         if len(formats) != len(prompt_ids):
-            raise ValueError(f"got {len(prompt_ids)} prompts but {len(formats)} response formats")
+            raise LorakitError(f"got {len(prompt_ids)} prompts but {len(formats)} response formats")
         constraints = [self.constraint(f) for f in formats]  # bad formats fail before anything is queued
         for adapter in dict.fromkeys(adapters):  # fail before anything is queued
             if adapter is not None and not self.is_loaded(adapter):
@@ -327,7 +328,7 @@ class LoraServer:
                  max_length: int = 512) -> list[Classification]:
         """Classify every text, each with its own adapter, in one batched forward."""
         if self.task != "classify":
-            raise ValueError(f"{self.name!r} is served for generation; start the server with task 'classify'")
+            raise LorakitError(f"{self.name!r} is served for generation; start the server with task 'classify'")
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return []
@@ -337,7 +338,7 @@ class LoraServer:
         enc = self.tokenizer(texts, padding=True, return_tensors="pt")
         longest = int(enc["attention_mask"].sum(-1).max())
         if longest > limit:
-            raise ValueError(f"input has {longest} tokens; at most {limit} are accepted")
+            raise LorakitError(f"input has {longest} tokens; at most {limit} are accepted")
         enc = {k: v.to(self.bank.device) for k, v in enc.items()}
         pinned: list[str] = []
         keys: list[str | None] = []
@@ -364,7 +365,7 @@ class LoraServer:
     # ---- helpers ---------------------------------------------------------------------------
     def _require_engine(self) -> Engine:
         if self.engine is None:
-            raise ValueError(f"{self.name!r} is served for classification; use classify()")
+            raise LorakitError(f"{self.name!r} is served for classification; use classify()")
         return self.engine
 
     @staticmethod
@@ -373,7 +374,7 @@ class LoraServer:
             return [adapters] * n
         adapters = list(adapters)
         if len(adapters) != n:
-            raise ValueError(f"got {n} inputs but {len(adapters)} adapters")
+            raise LorakitError(f"got {n} inputs but {len(adapters)} adapters")
         return adapters
 
     def start(self) -> None:

@@ -32,6 +32,7 @@ from torch import nn
 
 from lorakit.core.inject import replace_submodule
 from lorakit.core.registry import kind_for
+from lorakit.errors import LorakitError
 from lorakit.io import AdapterFile, read_adapter
 from lorakit.serve.folder import check_name
 from lorakit.serve.lora_batch import BankLinear, BatchContext, BatchRows, CopyBatch
@@ -68,7 +69,7 @@ class AdapterBank:
 
     def __init__(self, model: nn.Module, max_loaded: int = 8) -> None:
         if isinstance(max_loaded, bool) or not isinstance(max_loaded, int) or max_loaded < 1:
-            raise ValueError(f"max_loaded must be a positive integer, got {max_loaded!r}")
+            raise LorakitError(f"max_loaded must be a positive integer, got {max_loaded!r}")
         self.model = model
         self.max_loaded = max_loaded
         self.ctx = BatchContext()
@@ -140,7 +141,7 @@ class AdapterBank:
         prepared = prepare(self._tree, adapter)  # every check runs before anything changes
         with self.lock:
             if name in self._entries:
-                raise ValueError(f"an adapter named {name!r} is already loaded; unload it first")
+                raise LorakitError(f"an adapter named {name!r} is already loaded; unload it first")
             if not evict and not self._free:
                 raise BankFull(f"no free slot for {name!r} without evicting another adapter")
             slot = self._take_slot()
@@ -165,7 +166,7 @@ class AdapterBank:
         with self.lock:
             entry = self._entries[name]
             if entry.pins:
-                raise ValueError(f"adapter {name!r} is in use by {entry.pins} request(s); try again later")
+                raise LorakitError(f"adapter {name!r} is in use by {entry.pins} request(s); try again later")
             self._drop(entry)
 
     def acquire(self, name: str) -> int:
@@ -188,7 +189,7 @@ class AdapterBank:
         """A batch composition: one slot per row. Reuse it across decode steps to reuse plans."""
         for s in slots:
             if s >= self.max_loaded or s < -1:
-                raise ValueError(f"slot {s} out of range -1..{self.max_loaded - 1}")
+                raise LorakitError(f"slot {s} out of range -1..{self.max_loaded - 1}")
         return BatchRows(slots, self.device)
 
     @contextmanager

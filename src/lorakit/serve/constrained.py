@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lorakit.errors import LorakitError
+
 # The JSON compiler options of every response format (see the module docstring).
 _JSON_OPTIONS = {"whitespace_flexible": False}
 _SHIFTS = torch.arange(32, dtype=torch.int32)
@@ -49,7 +51,7 @@ def grammar_for(response_format: dict | None) -> str | None:
     if response_format is None:
         return None
     if not isinstance(response_format, dict):
-        raise ValueError(f"response_format must be an object, got {type(response_format).__name__}")
+        raise LorakitError(f"response_format must be an object, got {type(response_format).__name__}")
     kind = response_format.get("type")
     if kind in (None, "text"):
         return None
@@ -58,14 +60,14 @@ def grammar_for(response_format: dict | None) -> str | None:
     elif kind == "json_schema":
         spec = response_format.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict | bool):
-            raise ValueError("response_format json_schema needs {'json_schema': {'name': ..., 'schema': {...}}}")
+            raise LorakitError("response_format json_schema needs {'json_schema': {'name': ..., 'schema': {...}}}")
         schema = spec.get("schema", {})
     else:
-        raise ValueError(f"response_format type {kind!r} is not supported; use 'text', 'json_object' or 'json_schema'")
+        raise LorakitError(f"response_format type {kind!r} is not supported; use 'text', 'json_object' or 'json_schema'")
     try:
         return llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema), overrides=_JSON_OPTIONS)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"invalid JSON schema in response_format: {exc}") from None
+        raise LorakitError(f"invalid JSON schema in response_format: {exc}") from None
 
 
 class _TokenBytes:
@@ -122,7 +124,7 @@ class Vocabulary:
 
         matcher = llguidance.LLMatcher(self.ll, grammar, log_level=0)
         if matcher.is_error():
-            raise ValueError(f"invalid response_format: {matcher.get_error()}")
+            raise LorakitError(f"invalid response_format: {matcher.get_error()}")
         return Constraint(matcher, self)
 
 

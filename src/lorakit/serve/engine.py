@@ -37,6 +37,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from lorakit.errors import LorakitError
 from lorakit.serve import kv
 from lorakit.serve.bank import AdapterBank, BankFull
 from lorakit.serve.constrained import token_masks
@@ -111,13 +112,13 @@ class Engine:
         """Raise ``ValueError`` if the request cannot run on this model (before it is queued)."""
         n = len(request.prompt_ids)
         if n == 0:
-            raise ValueError("the prompt is empty")
+            raise LorakitError("the prompt is empty")
         vocab = self.model.get_input_embeddings().num_embeddings
         if any(not 0 <= t < vocab for t in request.prompt_ids):
-            raise ValueError(f"prompt token ids must be in 0..{vocab - 1}")
+            raise LorakitError(f"prompt token ids must be in 0..{vocab - 1}")
         if n + request.params.max_tokens > self.max_positions:
-            raise ValueError(f"prompt ({n} tokens) + max_tokens ({request.params.max_tokens}) exceeds the "
-                             f"model's context of {self.max_positions} tokens")
+            raise LorakitError(f"prompt ({n} tokens) + max_tokens ({request.params.max_tokens}) exceeds the "
+                               f"model's context of {self.max_positions} tokens")
 
     def submit(self, request: GenerationRequest) -> str:
         """Queue a request; ``QueueFull`` when the queue is at its limit.
@@ -128,7 +129,7 @@ class Engine:
         """
         self.check(request)
         if request.adapter is not None and self.bank is None:
-            raise ValueError("this engine has no adapter bank")
+            raise LorakitError("this engine has no adapter bank")
         with self._cv:
             if len(self._queue) >= self.max_queue:
                 raise QueueFull(f"the request queue is full ({self.max_queue} waiting)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from lorakit.errors import LorakitError
 from lorakit.io import CONFIG_NAME, WEIGHTS_NAME
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -20,8 +21,8 @@ def check_name(name: object) -> str:
     """Return ``name`` if it is a valid adapter name, else raise ``ValueError`` saying what is allowed."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
         shown = repr(name)[:80]
-        raise ValueError(f"invalid adapter name {shown}: use 1-128 characters of A-Z a-z 0-9 . _ - "
-                         f"(not '.' or '..')")
+        raise LorakitError(f"invalid adapter name {shown}: use 1-128 characters of A-Z a-z 0-9 . _ - "
+                           f"(not '.' or '..')")
     return name
 
 
@@ -35,7 +36,7 @@ class AdapterFolder:
     def __init__(self, root: str | Path) -> None:
         root = Path(root)
         if not root.is_dir():
-            raise ValueError(f"adapters folder not found: {root}")
+            raise LorakitError(f"adapters folder not found: {root}")
         self.root = root.resolve()
 
     def resolve(self, name: str) -> Path:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lorakit.errors import LorakitError
+
 
 def _layers(cache) -> list:
     from transformers.cache_utils import DynamicLayer
@@ -31,7 +33,7 @@ def _layers(cache) -> list:
     layers = list(cache.layers)
     for layer in layers:
         if type(layer) not in (DynamicLayer, BufferedLayer):
-            raise ValueError(f"continuous batching needs full-attention caches; this model uses {type(layer).__name__}")
+            raise LorakitError(f"continuous batching needs full-attention caches; this model uses {type(layer).__name__}")
     return layers
 
 

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lorakit._torch import foreach_copy_, foreach_mul_
-from lorakit.batched import Group, shrink_expand
+from lorakit.core._torch import foreach_copy_, foreach_mul_
+from lorakit.core.batched import Group, shrink_expand
 from lorakit.core.layers import adopt_base, base_getattr
 from lorakit.models.precision import activation_dtype
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from lorakit.errors import LorakitError
+
 __all__ = ["PrefixCache"]
 
 
@@ -48,7 +50,7 @@ class PrefixCache:
 
     def __init__(self, max_bytes: int = 256 << 20, block: int = 16) -> None:
         if max_bytes < 0 or block < 1:
-            raise ValueError(f"max_bytes must be >= 0 and block >= 1, got {max_bytes} and {block}")
+            raise LorakitError(f"max_bytes must be >= 0 and block >= 1, got {max_bytes} and {block}")
         self.max_bytes, self.block = max_bytes, block
         self._index: dict[tuple, tuple[_Entry, int]] = {}  # (owner, prefix tokens) -> (entry, length)
         self._entries: OrderedDict[_Entry, None] = OrderedDict()  # least recently used first

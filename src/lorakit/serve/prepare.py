@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from lorakit.core.registry import kind_for
 from lorakit.core.targeting import name_matches
+from lorakit.errors import LorakitError
 from lorakit.io import AdapterFile, targets_for
-from lorakit.io.keys import PEFT_PREFIX, check_tensors
+from lorakit.io.keys import BASE_BIAS, PEFT_PREFIX, check_tensors, expected_shapes, saved_modules
 
 
 class OriginalTree:
@@ -87,35 +88,24 @@ def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
         tree.targets_cache[key] = targets_for(tree, adapter)  # ValueError when a target matches nothing
     spec, targets = tree.targets_cache[key][:2]
     if spec.bias == "all":
-        raise ValueError("adapters trained with bias='all' change every bias of the model and cannot share "
-                         "a base with other adapters; serve them merged (lorakit merge) instead")
-    expected: dict[str, tuple[int, ...]] = {}
+        raise LorakitError("adapters trained with bias='all' change every bias of the model and cannot share "
+                           "a base with other adapters; serve them merged (lorakit merge) instead")
     variant = spec.variant
     for t in targets:
         base = tree.get_submodule(t.path)
         kind = kind_for(base)
         if "serve" not in kind.supports:
-            raise ValueError(f"cannot serve a LoRA on {t.path!r} ({kind.name}); the bank serves linear layers")
-        if spec.dora and not base.weight.is_floating_point():  # DoRA's scale needs ‖W0 + s·B·A‖ of W0
-            raise ValueError(f"DoRA adapter on {t.path!r}: the base is quantized ({kind.name}); serve DoRA "
-                             f"adapters on an fp32 or bf16 base (--dtype fp32 or bf16)")
-        for name, shape in zip(kind.names, kind.factor_shapes(base, t.rank), strict=True):
-            expected[f"{PEFT_PREFIX}{t.path}.{name}"] = shape
-        for name, shape in variant.file_shapes(kind, base).items():
-            expected[f"{PEFT_PREFIX}{t.path}.{name}"] = shape
-        if spec.bias == "lora_only" and getattr(base, "bias", None) is not None:
-            expected[f"{PEFT_PREFIX}{t.path}.base_layer.bias"] = tuple(base.bias.shape)
-    saved = [p for p, _ in tree.named_modules() if p and any(name_matches(m, p) for m in spec.modules_to_save)]
+            raise LorakitError(f"cannot serve a LoRA on {t.path!r} ({kind.name}); the bank serves linear layers")
+    saved = saved_modules(tree, spec.modules_to_save)
     for path in spec.modules_to_save:
         if not any(name_matches(path, p) for p in saved):
-            raise ValueError(f"modules_to_save entry {path!r} matches no module of the base model")
+            raise LorakitError(f"modules_to_save entry {path!r} matches no module of the base model")
     for path in saved:
         module = tree.get_submodule(path)
         if type(module) is not nn.Linear:
-            raise ValueError(f"modules_to_save {path!r} is a {type(module).__name__}; the bank serves saved "
-                             f"nn.Linear modules only (e.g. a classification head)")
-        for name, param in module.named_parameters(recurse=False):
-            expected[f"{PEFT_PREFIX}{path}.{name}"] = tuple(param.shape)
+            raise LorakitError(f"modules_to_save {path!r} is a {type(module).__name__}; the bank serves saved "
+                               f"nn.Linear modules only (e.g. a classification head)")
+    expected = expected_shapes(tree, spec, targets)  # io's schema, the one loading checks too
     check_tensors(adapter.tensors, expected, f"adapter {adapter.path.name!r}")
 
     cached = tree.targets_cache[key]
@@ -127,7 +117,7 @@ def prepare(tree: OriginalTree, adapter: AdapterFile) -> PreparedAdapter:
     ranks: dict[str, int] = {}
     for t in targets:
         bias_delta = None
-        bias_key = f"{PEFT_PREFIX}{t.path}.base_layer.bias"
+        bias_key = f"{PEFT_PREFIX}{t.path}.{BASE_BIAS}"
         if bias_key in expected:
             base_bias = tree.get_submodule(t.path).bias.detach()
             bias_delta = adapter.tensors[bias_key].to(base_bias) - base_bias

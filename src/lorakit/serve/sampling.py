@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from lorakit.errors import LorakitError
+
 if TYPE_CHECKING:
     from lorakit.serve.constrained import TokenMasks
 
@@ -44,19 +46,19 @@ class SamplingParams:
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
+            raise LorakitError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
         if not isinstance(self.temperature, int | float) or not math.isfinite(self.temperature) \
                 or not 0 <= self.temperature <= 100:
-            raise ValueError(f"temperature must be a number in [0, 100], got {self.temperature!r}")
+            raise LorakitError(f"temperature must be a number in [0, 100], got {self.temperature!r}")
         if not isinstance(self.top_p, int | float) or not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+            raise LorakitError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+            raise LorakitError(f"seed must be an integer, got {self.seed!r}")
         if not all(isinstance(s, str) and s for s in self.stop):
-            raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
+            raise LorakitError(f"stop must be non-empty strings, got {self.stop!r}")
         if self.logprobs is not None and (isinstance(self.logprobs, bool) or not isinstance(self.logprobs, int)
                                           or not 0 <= self.logprobs <= MAX_TOP_LOGPROBS):
-            raise ValueError(f"logprobs must be an integer in 0..{MAX_TOP_LOGPROBS} or None, got {self.logprobs!r}")
+            raise LorakitError(f"logprobs must be an integer in 0..{MAX_TOP_LOGPROBS} or None, got {self.logprobs!r}")
 
     @property
     def greedy(self) -> bool:

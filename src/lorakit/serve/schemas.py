@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lorakit.errors import LorakitError
+
 _STRICT_NUMBER = {"allow_inf_nan": False}
 
 
@@ -138,7 +140,7 @@ class ChatCompletionRequest(_Sampling):
 
     def logprob_count(self) -> int | None:
         if self.top_logprobs and not self.logprobs:
-            raise ValueError("top_logprobs needs logprobs: true")
+            raise LorakitError("top_logprobs needs logprobs: true")
         return (self.top_logprobs or 0) if self.logprobs else None
 
 
