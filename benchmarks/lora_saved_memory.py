@@ -4,7 +4,7 @@
 and an fp32 copy of a bf16 x); "new": ``lorakit.core.lora_linear`` (a bool mask when dropout is on, A/B
 cast to x's dtype). One SmolLM2-135M-sized projection: batch 8 × 512 tokens × 576 features, r = 8.
 
-    PYTHONPATH=src python benchmarks/lora_saved_memory.py
+    python -m benchmarks.lora_saved_memory
 """
 
 from __future__ import annotations

@@ -9,22 +9,23 @@ tokens (the attention mask of the examples), so both modes are measured in the s
 alternate (unpacked, packed, unpacked, packed, …) so that load from other processes on a shared
 machine hits both alike; the report gives each run and the medians.
 
-    LORAKIT_DATA=/work/shared/data python benchmarks/packing.py     # writes benchmarks/results/packing_e2e.md
-    python benchmarks/packing.py --rounds 2 --steps 10 --threads 1
+    python -m benchmarks.packing     # writes benchmarks/results/packing_e2e.md
+    python -m benchmarks.packing --rounds 2 --steps 10 --threads 1
+
+The data set is found as ``lorakit train`` finds it (``$LORAKIT_DATA``, else ``../shared/data``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.common import REPO, RESULTS, machine, provenance_line, write_results
 
 
 def one_run(args: argparse.Namespace) -> dict:
@@ -39,7 +40,7 @@ def one_run(args: argparse.Namespace) -> dict:
 
     cfg = TrainConfig(model="smollm2", data="e2e", packing=args.packing, max_steps=args.steps,
                       batch_size=args.batch_size, max_length=args.max_length, eval_every=0, base_eval=False,
-                      progress=False, threads=args.threads, eval_limit=1)
+                      progress=False, threads=args.threads, eval_limit=1, base_dtype=args.base_dtype)
     p = prepare(cfg, DistContext())
     seed_everything(1)
     make_trainable(p.loaded.model, p.cfg)
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=192)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--base-dtype", default="fp32", help="the frozen base's precision (pinned: lorakit's default is auto)")
     parser.add_argument("--one", choices=["packed", "unpacked"], help=argparse.SUPPRESS)  # a child run
     parser.add_argument("--out", default=str(RESULTS / "packing_e2e.md"))
     args = parser.parse_args()
@@ -78,9 +80,10 @@ def main() -> None:
     runs = []
     for _ in range(args.rounds):
         for mode in ("unpacked", "packed"):
-            cmd = [sys.executable, __file__, "--one", mode, "--steps", str(args.steps), "--batch-size",
-                   str(args.batch_size), "--max-length", str(args.max_length), "--threads", str(args.threads)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            cmd = [sys.executable, "-m", "benchmarks.packing", "--one", mode, "--steps", str(args.steps),
+                   "--batch-size", str(args.batch_size), "--max-length", str(args.max_length), "--threads",
+                   str(args.threads), "--base-dtype", args.base_dtype]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
             line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
             runs.append(json.loads(line[len("RESULT "):]))
             print(mode, f"{runs[-1]['tokens_per_second']:.0f} real tokens/s", flush=True)
@@ -92,15 +95,16 @@ def write_report(args: argparse.Namespace, runs: list[dict]) -> None:
     median = {m: statistics.median(r["tokens_per_second"] for r in runs if r["packing"] == m) for m in (False, True)}
     stats = next(r["packing_stats"] for r in runs if r["packing"])
     unpacked = next(r for r in runs if not r["packing"])
-    command = (f"LORAKIT_DATA=/work/shared/data python benchmarks/packing.py --rounds {args.rounds} --steps "
-               f"{args.steps} --batch-size {args.batch_size} --max-length {args.max_length} --threads {args.threads}")
+    info = machine()
     lines = [
         "# Sequence packing on E2E (smollm2, LoRA q,v r=8)",
         "",
-        f"Command: `{command}`",
+        f"Command: `{info['command']}`",
         "",
-        f"Machine: {platform.machine()}, {platform.system()}, torch threads {args.threads}, CPU shared with other "
-        f"sessions (runs alternate so load hits both modes alike). {args.steps} optimizer steps of "
+        provenance_line(info),
+        "",
+        f"Torch threads {args.threads} per run, base {args.base_dtype}; runs alternate so load from other "
+        f"processes hits both modes alike. {args.steps} optimizer steps of "
         f"{args.batch_size} rows per run, max length {args.max_length}.",
         "",
         f"E2E train split: {unpacked['train_examples']:,} examples; packed into {stats['rows']:,} rows "
@@ -122,7 +126,10 @@ def write_report(args: argparse.Namespace, runs: list[dict]) -> None:
         f"**{cpu[True] / cpu[False]:.2f}×**.",
         "",
     ]
-    Path(args.out).write_text("\n".join(lines))
+    out = Path(args.out)  # NAME.md, with NAME.json (provenance, every run) beside it
+    write_results(out.stem, {"machine": info, "setup": {k: v for k, v in vars(args).items() if k != "one"},
+                             "median_tokens_per_s": {"unpacked": median[False], "packed": median[True]}, "runs": runs},
+                  "\n".join(lines), out=out.parent)
     print("\n".join(lines))
 
 

@@ -1,14 +1,14 @@
 """The big fuzz campaign behind promise 2 of RELIABILITY.md: malformed adapters fail cleanly.
 
-Runs the strategies of ``tests/reliability/fuzzkit.py`` for many more cases than the test suite does:
+Runs the strategies of ``benchmarks/reliability/fuzzkit.py`` for many more cases than the test suite does:
 the whole load path (``read_adapter`` on a folder, then ``load_adapter`` onto a tiny Llama, GPT-2 or
 BERT), the server's own load path (``AdapterBank.load``) and ``AdapterConfig.from_json`` alone. Counts outcomes, crashes (anything but ``ValueError`` /
 ``TypeError`` with a message, or a damaged model), hangs (per-case deadline), case times and memory.
 
 Usage (from the repository root)::
 
-    python benchmarks/reliability_fuzz.py      # 10,000 load + 3,000 server + 10,000 config cases, ~25 min on 2 busy cores
-    python benchmarks/reliability_fuzz.py --cases 500 --bank-cases 200 --configs 500 --seed 7
+    python -m benchmarks.reliability_fuzz      # 10,000 load + 3,000 server + 10,000 config cases, ~25 min on 2 busy cores
+    python -m benchmarks.reliability_fuzz --cases 500 --bank-cases 200 --configs 500 --seed 7
 
 Writes ``benchmarks/results/reliability_fuzz.json``; a crashing case's two files are kept under
 ``benchmarks/results/reliability_fuzz_crashes/`` for replay.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
 import resource
 import sys
 import time
@@ -27,9 +26,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-RESULTS = REPO / "benchmarks" / "results"
+from benchmarks.common import RESULTS, machine
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -57,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from hypothesis import HealthCheck, Phase, given, seed, settings
     from hypothesis import strategies as st
 
-    from lorakit.io import AdapterConfig
-    from tests.reliability.fuzzkit import (
+    from benchmarks.reliability.fuzzkit import (
         ALLOWED_ERRORS,
         Crash,
         Hang,
@@ -68,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         mutated_config,
         rss_mb,
     )
+    from lorakit.io import AdapterConfig
 
     torch.set_num_threads(1)
     harness = Harness(default_factories(), case_seconds=args.case_seconds)
@@ -184,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     harness.close()
     total_seconds = time.perf_counter() - started
     result = {
-        "command": "python benchmarks/reliability_fuzz.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+
         "seed": args.seed,
         "load_path": {
             "cases": sum(outcomes.values()), "outcomes": dict(outcomes), "crashes": dict(crashes),
@@ -204,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "from_json": {"cases": sum(config_outcomes.values()), "outcomes": dict(config_outcomes),
                       "crashes": dict(config_crashes)},
         "seconds": total_seconds,
-        "machine": f"{platform.machine()} {platform.system()}, torch {torch.__version__}, 1 thread",
+        "machine": machine(),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

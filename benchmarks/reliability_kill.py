@@ -6,11 +6,11 @@ restarting with ``--resume`` after each kill, then lets the last ``--resume`` fi
 the checkpoint that ``--resume`` will use is checked (complete, loadable, finite); at the end the adapter
 must be bitwise equal to an uninterrupted run's. SIGTERM runs must checkpoint and exit 0.
 
-Most runs are forked from a pre-imported zygote (``tests/reliability/killkit.py``: the child calls
+Most runs are forked from a pre-imported zygote (``benchmarks/reliability/killkit.py``: the child calls
 the CLI's ``main(argv)``, as ``python -m lorakit train`` does); ``--real`` chains use real
 ``python -m lorakit train`` subprocesses (slow: ~10 s of imports per start on a busy machine).
 
-Usage: ``python benchmarks/reliability_kill.py [--chains 25] [--sigterms 5] [--real 3] [--seed 1]``.
+Usage: ``python -m benchmarks.reliability_kill [--chains 25] [--sigterms 5] [--real 3] [--seed 1]``.
 Writes ``benchmarks/results/reliability_kill.json``.
 """
 
@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.common import REPO, RESULTS, machine
+
 STEPS = 8
 
 
@@ -47,7 +47,7 @@ def _adapter(out: Path) -> bytes | None:
 
 def real_chain(bert: Path, data: Path, out: Path, rng: random.Random, reference: bytes, seconds: float) -> dict:
     """One kill of a real ``python -m lorakit train`` subprocess, then a real ``--resume`` to the end."""
-    from tests.reliability.killkit import checkpoint_report
+    from benchmarks.reliability.killkit import checkpoint_report
 
     cmd = [sys.executable, "-m", "lorakit", *train_argv(bert, data, out, False)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -74,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigterms", type=int, default=5, help="SIGTERM runs [default: %(default)s]")
     parser.add_argument("--real", type=int, default=3, help="chains with real subprocesses [default: %(default)s]")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "reliability_kill.json"))
+    parser.add_argument("--out", default=str(RESULTS / "reliability_kill.json"))
     args = parser.parse_args(argv)
 
-    from tests.reliability.killkit import Zygote, checkpoint_report
-    from tests.train.tiny_models import make_classify_data, make_tiny_bert_dir
+    from benchmarks.reliability.killkit import Zygote, checkpoint_report
+    from benchmarks.tiny_models import make_classify_data, make_tiny_bert_dir
 
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="lorakit-kill-"))
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     n_kills = len(kills)
     result = {
-        "command": "python benchmarks/reliability_kill.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(argv, "benchmarks.reliability_kill"),
         "seed": args.seed, "steps_per_run": STEPS, "reference_run_s": seconds,
         "kills": n_kills, "kills_during_checkpoint_write": sum(k["mid_write"] for k in kills),
         "intact_after_kill": sum(k["intact"] for k in kills),

@@ -1,25 +1,23 @@
 """Print the adapter/base-model mismatch table of RELIABILITY.md (promise 3) and save it.
 
-Usage: ``python benchmarks/reliability_mismatch_table.py`` (from the repository root; ~10 s on CPU).
+Usage: ``python -m benchmarks.reliability_mismatch_table`` (from the repository root; ~10 s on CPU).
 Writes ``benchmarks/results/reliability_mismatch_table.md``.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.common import RESULTS
 
 
 def main() -> int:
-    """Run every case of tests/reliability/mismatch_cases.py and print the markdown table."""
-    from tests.reliability.mismatch_cases import markdown, rows
+    """Run every case of benchmarks/reliability/mismatch_cases.py and print the markdown table."""
+    from benchmarks.reliability.mismatch_cases import markdown, rows
 
     table = rows()
     text = markdown(table)
-    out = REPO / "benchmarks" / "results" / "reliability_mismatch_table.md"
+    out = RESULTS / "reliability_mismatch_table.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n", encoding="utf-8")
     print(text)

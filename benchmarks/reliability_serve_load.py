@@ -6,7 +6,7 @@ is the server's deliberate back-pressure: the client waits and retries. Then eve
 sent again alone, one at a time, and each answer under load must be identical to it. A second phase
 unloads and reloads adapters continuously while the same load runs: nothing may answer 500.
 
-Usage: ``python benchmarks/reliability_serve_load.py [--clients 200 --adapters 50 --max-loaded 8]``.
+Usage: ``python -m benchmarks.reliability_serve_load [--clients 200 --adapters 50 --max-loaded 8]``.
 Writes ``benchmarks/results/reliability_serve_load.json``.
 """
 
@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.common import RESULTS, machine
+
 PROMPTS = ["hello", "the cat sat", "LoRA is", "1 2 3 4", "why not?", "ok then"]
 
 
@@ -40,16 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-keep-alive", action="store_true",
                         help="one connection per request (rules out the HTTP keep-alive close race)")
     parser.add_argument("--client-timeout", type=float, default=600.0, help="seconds a client waits for an answer")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "reliability_serve_load.json"))
+    parser.add_argument("--out", default=str(RESULTS / "reliability_serve_load.json"))
     args = parser.parse_args(argv)
 
     import httpx
     import torch
 
+    from benchmarks.reliability.servekit import char_tokenizer, load_run, make_adapter_zoo, percentile
+    from benchmarks.tiny_models import tiny_llama
     from lorakit.serve import LoraServer
     from lorakit.serve.http import BackgroundServer, HttpSettings, create_app
-    from tests.conftest import tiny_llama
-    from tests.reliability.servekit import char_tokenizer, load_run, make_adapter_zoo, percentile
 
     torch.set_num_threads(2)
     rng = random.Random(args.seed)
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     evictions = sum(float(line.split()[-1]) for line in metrics_text.splitlines()
                     if line.startswith("lorakit_adapter_evictions"))
     result = {
-        "command": "python benchmarks/reliability_serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(argv, "benchmarks.reliability_serve_load"),
         "clients": args.clients, "adapters": args.adapters, "max_loaded": args.max_loaded, "rounds": args.rounds,
         "max_tokens": args.max_tokens, "max_queue": args.max_queue, "distinct_requests": len(distinct),
         "keep_alive": not args.no_keep_alive, "client_timeout_s": args.client_timeout,

@@ -5,21 +5,16 @@ The requests are serve_vs_vllm.py's (chat, ``"Describe this restaurant in one se
 ``LoraServer`` (no HTTP), one precision after another. Prints and writes how many texts equal the
 fp32 text, per precision and model.
 
-    python benchmarks/serve_agreement.py --dtypes bf16 --mrs 20     # writes results/serve_agreement.{json,md}
+    python -m benchmarks.serve_agreement --dtypes bf16 --mrs 20     # writes results/serve_agreement.{json,md}
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from serve_vs_vllm import PREFIX, test_mrs  # noqa: E402  (one list of requests for both benchmarks)
+from benchmarks.common import REPO, RESULTS, machine, write_results
+from benchmarks.serve_vs_vllm import PREFIX, test_mrs  # one list of requests for both benchmarks
 
 
 def texts(dtype: str, args, mrs: list[str]) -> dict[str, list[str]]:
@@ -45,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run fp32, then each other dtype; write the agreement table."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2")
-    p.add_argument("--adapter", type=Path, default=ROOT / "adapters" / "smollm2" / "e2e")
-    p.add_argument("--data-root", type=Path, default=Path(os.environ.get("LORAKIT_DATA", ROOT.parent / "shared" / "data")))
+    p.add_argument("--adapter", type=Path, default=REPO / "adapters" / "smollm2" / "e2e")
+    p.add_argument("--data-root", type=Path, default=None, help="the data sets (default: $LORAKIT_DATA, else ../shared/data)")
     p.add_argument("--dtypes", nargs="+", default=["bf16"], help="precisions compared with fp32")
     p.add_argument("--mrs", type=int, default=20)
     p.add_argument("--max-tokens", type=int, default=32)
@@ -54,19 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "src"))
     mrs = test_mrs(args.data_root, args.mrs)
     runs = {"fp32": texts("fp32", args, mrs)}
     for dtype in args.dtypes:
         runs[dtype] = texts(dtype, args, mrs)
     rows = [{"dtype": d, "model": m, "same_as_fp32": f"{sum(a == b for a, b in zip(runs[d][m], runs['fp32'][m], strict=True))}/{len(mrs)}"}
             for d in args.dtypes for m in ("base", "e2e")]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_agreement.json").write_text(json.dumps({"mrs": mrs, "rows": rows, "texts": runs}, indent=1))
+    info = machine()
     lines = [f"# Greedy texts vs fp32 ({args.model}, {len(mrs)} E2E test MRs, max_tokens {args.max_tokens})", "",
-             "    " + " ".join(["python", *sys.argv]), "", "| dtype | model | same text as fp32 |", "|---|---|---|"]
+             "    " + info["command"], "", "| dtype | model | same text as fp32 |", "|---|---|---|"]
     lines += [f"| {r['dtype']} | {r['model']} | {r['same_as_fp32']} |" for r in rows]
-    (args.out / "serve_agreement.md").write_text("\n".join(lines) + "\n")
+    write_results("serve_agreement", {"machine": info, "mrs": mrs, "rows": rows, "texts": runs},
+                  "\n".join(lines) + "\n", out=args.out)
     print("\n".join(lines))
     return 0
 

@@ -13,7 +13,7 @@ After an untimed warm-up of the same shape, a measurement submits ``--batch`` re
 ignored), runs the prefill step, then times the decode steps only: rows x steps / seconds.
 Medians over reps are reported.
 
-    python benchmarks/serve_decode.py --config before=/path/to/old/src:fp32 --config after=src:fp32 \\
+    python -m benchmarks.serve_decode --config before=/path/to/old/src:fp32 --config after=src:fp32 \\
         --config after-bf16=src:bf16      # writes results/serve_decode.{json,md}
 """
 
@@ -28,8 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.common import REPO as ROOT
+from benchmarks.common import RESULTS, machine
+
 PROMPT = ("Describe this restaurant in one sentence: name[The Eagle], eatType[coffee shop], food[French], "
           "priceRange[moderate], customer rating[3 out of 5], area[riverside], kidsFriendly[yes], near[Burger King]")
 SCENARIOS = ("base", "1", "8")
@@ -94,16 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         for label, src, dtype in configs:
             env = dict(os.environ, PYTHONPATH=str((ROOT / src).resolve()), OMP_NUM_THREADS=str(args.threads))
-            done = subprocess.run([sys.executable, __file__, "--worker", "--dtype", dtype, *common], env=env,
+            done = subprocess.run([sys.executable, "-m", "benchmarks.serve_decode", "--worker", "--dtype", dtype,
+                                   *common], env=env, cwd=ROOT,
                                   capture_output=True, text=True, check=True)
             runs[label].append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"rep {rep} {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[label][-1].items()), flush=True)
     med = {label: {s: statistics.median(r[s] for r in rs) for s in args.scenarios} for label, rs in runs.items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_decode.json").write_text(json.dumps({"argv": sys.argv, "configs": configs, "runs": runs,
+    (args.out / "serve_decode.json").write_text(json.dumps({"machine": machine(argv), "configs": configs, "runs": runs,
                                                             "median": med}, indent=1))
     lines = [f"# Decode tokens/s, {args.model}, batch {args.batch}, {args.tokens} new tokens, {args.threads} threads, "
-             f"median of {args.reps} alternated reps", "", "    python " + " ".join(sys.argv), "",
+             f"median of {args.reps} alternated reps", "", "    " + machine(argv)["command"], "",
              "| config | src:dtype | " + " | ".join(f"{s} tok/s" for s in args.scenarios) + " |",
              "|---|---|" + "---|" * len(args.scenarios)]
     lines += [f"| {label} | {src}:{dtype} | " + " | ".join(f"{med[label][s]:.2f}" for s in args.scenarios) + " |"

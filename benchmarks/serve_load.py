@@ -4,7 +4,7 @@ The server runs in this process on a thread (uvicorn bound to 127.0.0.1, an ephe
 clients are ``httpx.AsyncClient`` tasks. The run is bounded twice: each client sends at most
 ``--requests`` requests, and nobody starts a new request after ``--seconds``.
 
-    python benchmarks/serve_load.py --clients 8 --adapters 8 --requests 4
+    python -m benchmarks.serve_load --clients 8 --adapters 8 --requests 4
     # writes benchmarks/results/serve_load.{json,md}
 """
 
@@ -23,11 +23,10 @@ from pathlib import Path
 import httpx
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_mixed import TEXT, make_adapters  # noqa: E402
-
-from lorakit.serve import LoraServer  # noqa: E402
-from lorakit.serve.http import BackgroundServer, HttpSettings, create_app  # noqa: E402
+from benchmarks.common import machine
+from benchmarks.serve_mixed import TEXT, make_adapters
+from lorakit.serve import LoraServer
+from lorakit.serve.http import BackgroundServer, HttpSettings, create_app
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -120,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    res = {"machine": machine(argv), **res}
     out.with_suffix(".json").write_text(json.dumps(res, indent=2))
     md = [
         f"# HTTP load: {res['model']}, {res['clients']} concurrent clients over {res['adapters']} adapters",

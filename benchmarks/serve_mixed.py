@@ -11,7 +11,7 @@ Side by side in one run, on ``smollm2`` (SmolLM2-135M-Instruct) by default:
 tokens), medians of ``--reps`` runs after one warm-up. Also: adapter load + ready time, and time per
 token as the number of distinct adapters in a 32-row batch grows 1 → 8 → 32.
 
-    python benchmarks/serve_mixed.py            # writes benchmarks/results/serve_mixed.{json,md}
+    python -m benchmarks.serve_mixed            # writes benchmarks/results/serve_mixed.{json,md}
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 import lorakit
+from benchmarks.common import machine
 from lorakit.core import lora_layers
 from lorakit.io import read_adapter
 from lorakit.serve import Engine, GenerationRequest, LoraServer, SamplingParams
@@ -133,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [f"a{i}" for i in range(8)]
     rows = prompts(tok, 8, args.prompt_tokens)
     new, reps = args.new_tokens, args.reps
-    res: dict = {"model": args.model, "prompts": len(rows), "prompt_tokens": args.prompt_tokens, "new_tokens": new,
-                 "reps": reps, "threads": args.threads, "torch": torch.__version__, "machine": platform.machine(),
+    res: dict = {"machine": machine(argv), "model": args.model, "prompts": len(rows), "prompt_tokens": args.prompt_tokens, "new_tokens": new,
+                 "reps": reps, "threads": args.threads, "torch": torch.__version__, "arch": platform.machine(),
                  "cpus": os.cpu_count(), "load_average_start": os.getloadavg()}
 
     # (b) lorakit: 8 adapters in one bank, one per row.

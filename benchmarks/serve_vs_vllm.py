@@ -5,7 +5,9 @@ same chat requests (E2E test MRs, ``"Describe this restaurant in one sentence: "
 the ``e2e`` adapter was trained on), the same concurrency (``--concurrency`` requests in flight,
 16 by default), ``max_tokens`` 32, greedy (temperature 0), and both CPU cores. Scenarios:
 
-- ``base``: the base model;
+- ``base``: the base model on a server started without LoRA (vLLM without ``--enable-lora``, lorakit
+  without ``--adapters``): the base as its users would serve it;
+- ``base-lora``: the base model on the LoRA-enabled server (adapters registered, none requested);
 - ``1``: every request on one adapter (``adapters/smollm2/e2e``);
 - ``4`` / ``16``: requests spread round-robin over 4 / 16 adapters at once.
 
@@ -13,22 +15,23 @@ The mixed scenarios serve copies of the e2e adapter under different names (``e2e
 row still runs its own adapter slot, so the per-row cost is that of distinct adapters, and the
 greedy texts stay comparable between the two servers and with scenario ``1``.
 
-vLLM runs only when its Python can ``import vllm`` (``--vllm-python``, default
-``/work/vllm-venv/bin/python``; how to build that separate venv: benchmarks/README.md). It is
+vLLM runs only when its Python can ``import vllm``: ``--vllm-python`` or ``$LORAKIT_VLLM_PYTHON``
+names that interpreter (a separate venv, built as benchmarks/README.md shows); with neither, asking
+for the vLLM server is an error that says so. vLLM's version is recorded in the results. It is
 started as ``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 with
 ``VLLM_CPU_OMP_THREADS_BIND=0-1 VLLM_CPU_NUM_OF_RESERVED_CPU=0``; lorakit as ``python -m lorakit
 serve`` on 127.0.0.1 with 2 torch threads. Exact matches count, per scenario, the requests whose
-greedy text is the same on both servers.
+greedy text is the same on both servers. The last lines of each server's log are kept beside the
+results (``NAME-KIND[-base].log``), and the results name those files.
 
-    python benchmarks/serve_vs_vllm.py                     # writes results/serve_vs_vllm.{json,md}
-    python benchmarks/serve_vs_vllm.py --requests 2 --scenarios 1 --out /tmp/smoke   # a smoke test
+    python -m benchmarks.serve_vs_vllm --vllm-python ../vllm-venv/bin/python   # results/serve_vs_vllm.{json,md}
+    python -m benchmarks.serve_vs_vllm --servers lorakit --requests 2 --scenarios 1 --out /tmp/smoke  # a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import socket
@@ -41,18 +44,19 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
-SCENARIOS = ("base", "1", "4", "16")
+from benchmarks.common import REPO, RESULTS, machine, write_results
+
+SCENARIOS = ("base", "base-lora", "1", "4", "16")
 PREFIX = "Describe this restaurant in one sentence: "  # lorakit.data.recipes.E2E_PROMPT_PREFIX
+VLLM_PYTHON_ENV = "LORAKIT_VLLM_PYTHON"
+LOG_TAIL_LINES = 40  # kept per server log: enough for its version banner's end and any error
 
 
-def test_mrs(data_root: Path, count: int) -> list[str]:
-    """The first ``count`` distinct MRs of the E2E test set (the recipe's own reader)."""
+def test_mrs(data_root: Path | None, count: int) -> list[str]:
+    """The first ``count`` distinct MRs of the E2E test set (the recipe's own reader; lorakit's data root)."""
     from lorakit.data import load_dataset
 
-    os.environ.setdefault("LORAKIT_DATA", str(data_root))
-    examples = load_dataset("e2e", "test").examples
+    examples = load_dataset("e2e", "test", data_root).examples
     return [ex.prompt.removeprefix(PREFIX) for ex in examples[:count]]
 
 
@@ -63,12 +67,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def vllm_python(path: str) -> str | None:
-    """``path`` if that interpreter can import vllm, else None."""
-    if not Path(path).exists():
-        return None
-    probe = subprocess.run([path, "-c", "import vllm"], capture_output=True, timeout=300)
-    return path if probe.returncode == 0 else None
+def vllm_python(path: str | None) -> tuple[str | None, str | None]:
+    """(``path``, vLLM's version) if that interpreter can import vllm, else (None, None)."""
+    if not path or not Path(path).exists():
+        return None, None
+    probe = subprocess.run([path, "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True,
+                           timeout=300)
+    return (path, probe.stdout.strip().splitlines()[-1] if probe.stdout.strip() else None) \
+        if probe.returncode == 0 else (None, None)
+
+
+def keep_log_tail(log: Path, dest: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """Copy the last ``lines`` lines of a server log to ``dest``; returns its path as the results name it."""
+    text = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text("\n".join(text[-lines:]) + "\n", encoding="utf-8")
+    return str(dest.relative_to(REPO)) if dest.resolve().is_relative_to(REPO) else str(dest)
 
 
 def adapter_folder(adapter: Path, copies: int, root: Path) -> list[str]:
@@ -81,22 +95,34 @@ def adapter_folder(adapter: Path, copies: int, root: Path) -> list[str]:
     return names
 
 
-def start(kind: str, args, model_path: Path, adapters: Path, names: list[str], port: int, log: Path):
+def server_cmd(kind: str, args, model_path: Path, adapters: Path, names: list[str], port: int,
+               lora: bool) -> list[str]:
+    """The command line of one server; ``lora=False`` starts it without any LoRA support (plain base)."""
+    if kind == "lorakit":  # `lorakit serve` always takes an adapters folder: without LoRA, an empty one
+        folder = adapters if lora else adapters.parent / "no-adapters"
+        folder.mkdir(parents=True, exist_ok=True)
+        return [sys.executable, "-m", "lorakit", "serve", args.model, "--adapters", str(folder),
+                "--host", "127.0.0.1", "--port", str(port), "--dtype", args.lorakit_dtype,
+                "--max-loaded", str(len(names) + 1 if lora else 1), "--max-batch", str(args.concurrency),
+                *args.lorakit_args.split()]
+    cmd = [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
+           "--served-model-name", "base", "--host", "127.0.0.1", "--port", str(port),
+           "--dtype", args.vllm_dtype, "--max-model-len", "1024", "--max-num-seqs", str(args.concurrency),
+           "--gpu-memory-utilization", str(args.vllm_memory)]
+    if lora:
+        modules = [f"{n}={adapters / n}" for n in ["e2e", *names]]
+        cmd += ["--enable-lora", "--max-loras", str(len(modules)), "--max-lora-rank", "8", "--lora-modules", *modules]
+    return cmd
+
+
+def start(kind: str, args, model_path: Path, adapters: Path, names: list[str], port: int, log: Path,
+          lora: bool = True):
     """Start one server in its own process group; returns (process, base model id)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    cmd = server_cmd(kind, args, model_path, adapters, names, port, lora)
     if kind == "lorakit":
-        cmd = [sys.executable, "-m", "lorakit", "serve", args.model, "--adapters", str(adapters),
-               "--host", "127.0.0.1", "--port", str(port), "--dtype", args.lorakit_dtype,
-               "--max-loaded", str(len(names) + 1), "--max-batch", str(args.concurrency), *args.lorakit_args.split()]
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
         base = None  # read from /v1/models
     else:
-        lora = [f"{n}={adapters / n}" for n in ["e2e", *names]]
-        cmd = [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
-               "--served-model-name", "base", "--host", "127.0.0.1", "--port", str(port),
-               "--dtype", args.vllm_dtype, "--max-model-len", "1024", "--max-num-seqs", str(args.concurrency),
-               "--enable-lora", "--max-loras", str(len(lora)), "--max-lora-rank", "8", "--lora-modules", *lora,
-               "--gpu-memory-utilization", str(args.vllm_memory)]
         env.update(VLLM_CPU_OMP_THREADS_BIND=f"0-{args.threads - 1}", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
         base = "base"
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -157,19 +183,23 @@ async def drive(url: str, models: list[str], mrs: list[str], args) -> dict:
 
 def scenario_models(scenario: str, base: str, names: list[str]) -> list[str]:
     """The model id of each request slot in a scenario."""
-    return [base] if scenario == "base" else ["e2e"] if scenario == "1" else names[:int(scenario)]
+    return [base] if scenario.startswith("base") else ["e2e"] if scenario == "1" else names[:int(scenario)]
 
 
-def run_server(kind: str, args, model_path: Path, adapters: Path, names: list[str], mrs: list[str]) -> dict:
-    """Start ``kind``, warm it up, run every scenario ``args.reps`` times, stop it."""
+def run_server(kind: str, args, model_path: Path, adapters: Path, names: list[str], mrs: list[str],
+               scenarios: list[str], lora: bool = True) -> dict:
+    """Start ``kind`` (with or without LoRA), warm it up, run ``scenarios`` ``args.reps`` times each, stop it.
+
+    The full server log is written to a temporary file; its last lines are kept under ``args.out``.
+    """
     port = free_port()
-    # Server logs go beside the temporary folders, not into results/ (they are not results).
-    log = Path(tempfile.gettempdir()) / f"{args.name}-{kind}.log"
-    proc, base = start(kind, args, model_path, adapters, names, port, log)
+    stem = f"{args.name}-{kind}" + ("" if lora else "-base")
+    log = Path(tempfile.gettempdir()) / f"{stem}.log"
+    proc, base = start(kind, args, model_path, adapters, names, port, log, lora)
     url = f"http://127.0.0.1:{port}"
     results = {}
     try:
-        for scenario in args.scenarios:
+        for scenario in scenarios:
             models = scenario_models(scenario, base, names)
             warm = argparse.Namespace(**{**vars(args), "requests": min(len(models), args.requests)})
             asyncio.run(drive(url, models, mrs, warm))  # loads the adapters, warms caches
@@ -181,11 +211,14 @@ def run_server(kind: str, args, model_path: Path, adapters: Path, names: list[st
                   f"(runs {results[scenario]['runs_tok_per_s']})", flush=True)
     finally:
         stop(proc)
+        kept = keep_log_tail(log, args.out / f"{stem}.log")
+    for result in results.values():
+        result["server_log"] = kept
     return results
 
 
-def write(args, mrs: list[str], runs: dict, vllm_note: str) -> None:
-    """results/<name>.json (texts included) and .md (the table)."""
+def write(args, mrs: list[str], runs: dict, vllm_note: str, vllm_version: str | None) -> None:
+    """results/<name>.json (texts included, with vLLM's version and the server logs kept) and .md (the table)."""
     rows = []
     for scenario in args.scenarios:
         if "lorakit" not in runs:  # --servers vllm
@@ -201,17 +234,21 @@ def write(args, mrs: list[str], runs: dict, vllm_note: str) -> None:
                        ratio=round(ours["tok_per_s"] / theirs["tok_per_s"], 3),
                        exact_match=f"{same}/{len(ours['texts'])}")
         rows.append(row)
-    args.out.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    (args.out / f"{args.name}.json").write_text(json.dumps(
-        {"settings": settings, "mrs": mrs, "vllm": vllm_note, "rows": rows, "runs": runs}, indent=1))
+    info = machine()
+    info["versions"]["vllm"] = vllm_version  # the vLLM that ran lives in its own venv, not this one
+    logs = sorted({s["server_log"] for server in runs.values() for s in server.values()})
     cols = list(rows[0])
     lines = [f"# lorakit serve vs vLLM CPU ({args.model}, {args.requests} chat requests, {args.concurrency} "
              f"concurrent, max_tokens {args.max_tokens}, greedy; median of {args.reps})", "",
-             "    " + " ".join(sys.argv), "", f"vLLM: {vllm_note}", "",
+             "    " + info["command"], "", f"vLLM: {vllm_note}", "",
+             "Scenario `base`: servers started without LoRA; `base-lora`: the base model on the LoRA-enabled "
+             f"servers. Server log tails: {', '.join(f'`{x}`' for x in logs)}.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    write_results(args.name, {"machine": info, "settings": settings, "mrs": mrs, "vllm": vllm_note,
+                              "vllm_version": vllm_version, "server_logs": logs, "rows": rows, "runs": runs},
+                  "\n".join(lines) + "\n", out=args.out)
     print("\n".join(lines))
 
 
@@ -219,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run lorakit, then vLLM (when importable), scenario by scenario; write the results."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2")
-    p.add_argument("--adapter", type=Path, default=ROOT / "adapters" / "smollm2" / "e2e")
-    p.add_argument("--data-root", type=Path, default=Path(os.environ.get("LORAKIT_DATA", ROOT.parent / "shared" / "data")))
+    p.add_argument("--adapter", type=Path, default=REPO / "adapters" / "smollm2" / "e2e")
+    p.add_argument("--data-root", type=Path, default=None, help="the data sets (default: $LORAKIT_DATA, else ../shared/data)")
     p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument("--requests", type=int, default=64, help="requests per run (cycling over the MRs)")
     p.add_argument("--mrs", type=int, default=20, help="distinct E2E test MRs")
@@ -233,31 +270,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vllm-dtype", default="float32")
     p.add_argument("--vllm-memory", type=float, default=0.5,
                    help="vLLM --gpu-memory-utilization: on CPU the share of the NUMA node's memory it reserves")
-    p.add_argument("--vllm-python", default="/work/vllm-venv/bin/python")
+    p.add_argument("--vllm-python", default=os.environ.get(VLLM_PYTHON_ENV) or None,
+                   help=f"the Python of a venv with vllm installed (default: ${VLLM_PYTHON_ENV})")
     p.add_argument("--servers", nargs="+", choices=("lorakit", "vllm"), default=["lorakit", "vllm"])
     p.add_argument("--start-timeout", type=float, default=900.0)
     p.add_argument("--request-timeout", type=float, default=1800.0)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="serve_vs_vllm", help="result file stem under --out")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "src"))
+    if "vllm" in args.servers and not args.vllm_python:
+        p.error(f"the vllm server needs --vllm-python PATH or ${VLLM_PYTHON_ENV}=PATH (the Python of a venv with "
+                "vllm installed; benchmarks/README.md shows how to build it), or run --servers lorakit")
     from lorakit.models import resolve_model_path
 
     args.out.mkdir(parents=True, exist_ok=True)
     mrs = test_mrs(args.data_root, args.mrs)
     model_path = resolve_model_path(args.model)
-    vllm_note = "not run (--servers)"
+    vllm_note, vllm_version = "not run (--servers)", None
     if "vllm" in args.servers:
-        found = vllm_python(args.vllm_python)
-        vllm_note = f"{found} (dtype {args.vllm_dtype})" if found else f"skipped: {args.vllm_python} cannot import vllm"
+        found, vllm_version = vllm_python(args.vllm_python)
+        vllm_note = (f"vllm {vllm_version} (dtype {args.vllm_dtype})" if found
+                     else f"skipped: {args.vllm_python} cannot import vllm")
         if found is None:
             args.servers = [s for s in args.servers if s != "vllm"]
-    runs = {}
+    plain = [s for s in args.scenarios if s == "base"]  # on a server started without LoRA
+    with_lora = [s for s in args.scenarios if s != "base"]
+    runs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        names = adapter_folder(args.adapter, 16, Path(tmp))
+        adapters = Path(tmp) / "adapters"
+        adapters.mkdir()
+        names = adapter_folder(args.adapter, 16, adapters)
         for kind in args.servers:  # one server at a time
-            runs[kind] = run_server(kind, args, model_path, Path(tmp), names, mrs)
-    write(args, mrs, runs, vllm_note)
+            runs[kind] = {}
+            if plain:
+                runs[kind].update(run_server(kind, args, model_path, adapters, names, mrs, plain, lora=False))
+            if with_lora:
+                runs[kind].update(run_server(kind, args, model_path, adapters, names, mrs, with_lora))
+            runs[kind] = {s: runs[kind][s] for s in args.scenarios}
+    write(args, mrs, runs, vllm_note, vllm_version)
     return 0
 
 

@@ -9,13 +9,17 @@ For each N (``--jobs 1 4 8``) the same N jobs (mixed ranks 4–64, cycling over 
 - ``sequential``: N ``lorakit train`` processes one after another (wall: their sum);
 - ``concurrent``: N ``lorakit train`` processes at once, 1 torch thread each (wall: until the last ends).
 
-Peak memory is each process's ``VmHWM`` (``/proc/self/status``, read by the process itself as it exits:
-model loading included, as for a user); for ``sequential`` the largest, for ``concurrent`` the sum (what
-the machine must hold at once, at worst). Medians over ``--reps`` round-robin repetitions.
+Peak memory is each run's own ``peak_memory_mb`` as lorakit records it (``train_many.json`` of a
+train-many run, ``metrics.json`` of a ``lorakit train`` run): the largest of its phases' peaks (load,
+evaluation, training; lorakit resets the high-water mark at every phase, so the mark a process holds
+as it exits is its last phase's, not its peak). Model loading is included, as for a user. For
+``sequential`` the largest of the N runs, for ``concurrent`` the sum (what the machine must hold at
+once, at worst). Medians over ``--reps`` round-robin repetitions, each a fresh process, with the
+min–max shown (memory ratios want ``--reps`` ≥ 3).
 
-    python benchmarks/train_many.py                                   # results/train_many.{json,md}
-    python benchmarks/train_many.py --suite smollm2-e2e --jobs 1 4 8 16
-    python benchmarks/train_many.py --jobs 1 2 --steps 2 --reps 1 --name smoke      # a quick check
+    python -m benchmarks.train_many                                   # results/train_many.{json,md}
+    python -m benchmarks.train_many --suite smollm2-e2e --jobs 1 4 8 16
+    python -m benchmarks.train_many --jobs 1 2 --steps 2 --reps 1 --name smoke      # a quick check
 
 Every run uses ``--steps`` optimizer steps, one evaluation at the end on ``--eval-limit`` examples, no
 base evaluation, ``base_dtype`` fp32 (``--base-dtype``) and ``--threads`` torch threads per process.
@@ -35,7 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.common import machine, provenance_line, spread, write_results
+
 SUITES = {  # name -> (model, data sets cycled over the jobs)
     "minilm-glue": ("minilm", ("sst2", "trec", "subj", "mr")),
     "smollm2-e2e": ("smollm2", ("e2e",)),
@@ -69,12 +74,20 @@ def _flags(options: dict) -> list[str]:
     return out
 
 
-def _worker_cmd(argv: list[str], report: Path) -> list[str]:
-    return [sys.executable, __file__, "--worker", str(report), "--", *argv]
+def _lorakit(argv: list[str]) -> list[str]:
+    """``python -m lorakit ARGV``: a fresh process, as a user runs it."""
+    return [sys.executable, "-m", "lorakit", *argv]
 
 
-def _read(report: Path) -> dict:
-    return json.loads(report.read_text())
+def run_peak_mb(summary: Path) -> float:
+    """A run's own peak memory (MiB): ``peak_memory_mb`` of its ``train_many.json`` / ``metrics.json``.
+
+    lorakit records it as the largest of its phases' peaks (load, evaluations, training).
+    """
+    data = json.loads(summary.read_text())
+    if "peak_memory_mb" not in data:
+        raise RuntimeError(f"{summary} records no peak_memory_mb")
+    return float(data["peak_memory_mb"])
 
 
 def run_many(model: str, jobs: list[dict], args: argparse.Namespace, tmp: Path, max_rows: int | None = None) -> dict:
@@ -84,14 +97,12 @@ def run_many(model: str, jobs: list[dict], args: argparse.Namespace, tmp: Path, 
         lines += ["[[job]]"] + [f"{k} = {json.dumps(v)}" for k, v in job.items()]
     jobs_file = tmp / "jobs.toml"
     jobs_file.write_text("\n".join(lines) + "\n")
-    report = tmp / "many.json"
     cap = ["--max-rows", str(max_rows) if max_rows else "all"]
     started = time.perf_counter()
-    subprocess.run(_worker_cmd(["train-many", str(jobs_file), "--out", str(tmp / "many"), "--no-progress", *cap],
-                               report), check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(_lorakit(["train-many", str(jobs_file), "--out", str(tmp / "many"), "--no-progress", *cap]),
+                   check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - started
-    r = _read(report)
-    return {"wall_s": wall, "peak_mb": r["vmhwm_mb"], "exit": r["exit"]}
+    return {"wall_s": wall, "peak_mb": run_peak_mb(tmp / "many" / "train_many.json")}
 
 
 def _train_argv(model: str, job: dict, args: argparse.Namespace, out: Path, threads: int | None = None) -> list[str]:
@@ -103,10 +114,8 @@ def _train_argv(model: str, job: dict, args: argparse.Namespace, out: Path, thre
 def run_separate(model: str, jobs: list[dict], args: argparse.Namespace, tmp: Path, concurrent: bool) -> dict:
     """N lorakit train processes, one after another or all at once."""
     mode = "concurrent" if concurrent else "sequential"
-    reports = [tmp / f"{mode}-{i}.json" for i in range(len(jobs))]
     threads = 1 if concurrent else None  # N processes share the cores: one thread each
-    cmds = [_worker_cmd(_train_argv(model, job, args, tmp / mode, threads), rep)
-            for job, rep in zip(jobs, reports, strict=True)]
+    cmds = [_lorakit(_train_argv(model, job, args, tmp / mode, threads)) for job in jobs]
     started = time.perf_counter()
     if concurrent:
         procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL) for c in cmds]
@@ -116,7 +125,7 @@ def run_separate(model: str, jobs: list[dict], args: argparse.Namespace, tmp: Pa
     wall = time.perf_counter() - started
     if any(codes):
         raise RuntimeError(f"{mode}: a lorakit train run failed (exit codes {codes})")
-    peaks = [_read(r)["vmhwm_mb"] for r in reports]
+    peaks = [run_peak_mb(tmp / mode / job["name"] / "metrics.json") for job in jobs]
     return {"wall_s": wall, "peak_mb": sum(peaks) if concurrent else max(peaks), "peaks_mb": peaks}
 
 
@@ -140,9 +149,13 @@ def measure(args: argparse.Namespace) -> dict:
                     shutil.rmtree(tmp, ignore_errors=True)
                 raw.setdefault(str(n), {}).setdefault(way, []).append(result)
                 print(f"rep {rep} N={n} {way}: {result['wall_s']:.1f}s, {result['peak_mb']:.0f} MiB", flush=True)
-    medians = {n: {way: {"wall_s": statistics.median(r["wall_s"] for r in runs),
-                         "peak_mb": statistics.median(r["peak_mb"] for r in runs)} for way, runs in ways.items()}
-               for n, ways in raw.items()}
+    medians = {}
+    for n, ways in raw.items():
+        medians[n] = {}
+        for way, runs in ways.items():
+            peaks = spread([r["peak_mb"] for r in runs])
+            medians[n][way] = {"wall_s": statistics.median(r["wall_s"] for r in runs), "peak_mb": peaks["median"],
+                               "peak_mb_min": peaks["min"], "peak_mb_max": peaks["max"], "reps": peaks["n"]}
     return {"suite": args.suite, "model": model, "steps": args.steps, "batch_size": args.batch_size,
             "threads": args.threads, "base_dtype": args.base_dtype, "checkpointing": args.checkpointing,
             "pad_multiple": args.pad_multiple,
@@ -154,21 +167,30 @@ WAYS = ("train-many", "train-many-capped", "sequential", "concurrent")
 
 
 def table(result: dict) -> str:
-    """Markdown: one row per N, wall and peak per way, and train-many's ratios (wall vs sequential,
-    peak vs one job's peak: the N=1 sequential run, a plain ``lorakit train``)."""
+    """Markdown: one row per N, wall and peak (median, min–max) per way, and train-many's ratios
+    (wall vs sequential, peak vs one job's peak: the N=1 sequential run, a plain ``lorakit train``)."""
     present = set().union(*(m.keys() for m in result["median"].values()))
     ways = [w for w in WAYS if w in present]
     many = [w for w in ways if w.startswith("train-many")]
     one = result["median"].get("1", {}).get("sequential", {}).get("peak_mb")
     head = ("| N | " + " | ".join(f"{w} wall s | {w} peak MiB" for w in ways) + " | "
             + " | ".join(f"{w} / sequential wall | {w} peak / one job's" for w in many) + " |")
-    lines = [f"{result['suite']}, {result['steps']} steps of batch {result['batch_size']}, {result['threads']} "
+    few = " (fewer than 3: the memory ratios are not settled)" if result["reps"] < 3 else ""
+    info = result.get("machine")
+    lines = ([provenance_line(info), "", f"Command: `{info['command']}`", ""] if info else []) + [
+             f"{result['suite']}, {result['steps']} steps of batch {result['batch_size']}, {result['threads']} "
              f"thread(s) per process (concurrent: 1 each), base {result['base_dtype']}, checkpointing "
              f"{'on' if result.get('checkpointing') else 'off'}; medians of up to {result['reps']} round-robin "
-             f"repetitions; peak = VmHWM of each process (sequential: the largest, concurrent: the sum)",
+             f"repetitions{few}, each a fresh process; peak = each run's own peak_memory_mb (the largest of its "
+             "phases' peaks; sequential: the largest run, concurrent: the sum), median (min–max)",
              "", head, "|" + "---:|" * (1 + 2 * len(ways) + 2 * len(many))]
+
+    def peak_cell(cell: dict) -> str:
+        low, high = cell.get("peak_mb_min", cell["peak_mb"]), cell.get("peak_mb_max", cell["peak_mb"])
+        return f"{cell['peak_mb']:.0f} ({low:.0f}–{high:.0f})"
+
     for n, m in result["median"].items():
-        cells = " | ".join(f"{m[w]['wall_s']:.1f} | {m[w]['peak_mb']:.0f}" if w in m else "- | -" for w in ways)
+        cells = " | ".join(f"{m[w]['wall_s']:.1f} | {peak_cell(m[w])}" if w in m else "- | -" for w in ways)
         ratios = []
         for w in many:
             wall = f"{m[w]['wall_s'] / m['sequential']['wall_s']:.2f}" if w in m and "sequential" in m else "-"
@@ -178,22 +200,8 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def worker(report: str, argv: list[str]) -> int:
-    """Run ``lorakit ARGV`` in this process and write its exit code and VmHWM to ``report``."""
-    from lorakit.cli.main import main
-
-    code = main(argv)
-    with open("/proc/self/status", encoding="ascii") as fh:
-        peak = next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM:"))
-    Path(report).write_text(json.dumps({"exit": code, "vmhwm_mb": peak}))
-    return code
-
-
 def main() -> None:
     """Parse options, measure, write results/<name>.{json,md}."""
-    if "--worker" in sys.argv:
-        at = sys.argv.index("--worker")
-        sys.exit(worker(sys.argv[at + 1], sys.argv[sys.argv.index("--") + 1:]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", choices=sorted(SUITES), default="minilm-glue")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 4, 8], help="numbers of jobs N")
@@ -203,7 +211,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="optimizer steps per job")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-limit", type=int, default=64)
-    parser.add_argument("--base-dtype", default="fp32")
+    parser.add_argument("--base-dtype", default="fp32", help="every run's --base-dtype (always passed: pinned)")
     parser.add_argument("--checkpointing", action="store_true", help="every run with --checkpointing")
     parser.add_argument("--pad-multiple", type=int, default=None,
                         help="every run with this --pad-multiple (default: lorakit's, 16)")
@@ -212,10 +220,9 @@ def main() -> None:
     parser.add_argument("--name", default="train_many", help="results/<name>.{json,md}")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    result = measure(args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"{args.name}.md").write_text(table(result))
+    info = machine()
+    result = {"machine": info, **measure(args)}
+    write_results(args.name, result, table(result))
     print(table(result))
 
 

@@ -7,7 +7,7 @@ shared with (and cached from) them. Rows are ``lorakit train`` command lines run
 ``reproduce/sweep.py`` (cached in runs/reproduce/, resumable, lockable across invocations); the table
 carries each row's command and its training tokens/s.
 
-    python benchmarks/variants.py [--parts nlu,nlg] [--datasets sst2,trec] [--methods lora-r8,dora-r8,...]
+    python -m benchmarks.variants [--parts nlu,nlg] [--datasets sst2,trec] [--methods lora-r8,dora-r8,...]
                                   [--steps 120] [--nlg-steps 40] [--eval-limit 100] [--seed 0]
 
 Time (estimated from Tables 2–3, not measured for this script): ≈ 3.5 min per NLU row and ≈ 10 min per
@@ -17,14 +17,10 @@ NLG row on 2 shared CPU cores, so the full table (7 methods × (2 + 1) data sets
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "reproduce"))
-import nlg  # noqa: E402
-import nlu  # noqa: E402
-from common import machine, markdown_table, write_results  # noqa: E402
-from sweep import Row, main_metric, run_row, test_metrics  # noqa: E402
+from benchmarks.common import machine, markdown_table, write_results
+from benchmarks.reproduce import nlg, nlu
+from benchmarks.reproduce.sweep import Row, main_metric, run_row, test_metrics
 
 # method -> options added to the plain LoRA q,v row of Tables 2–3 (later options win in argparse).
 VARIANTS = {

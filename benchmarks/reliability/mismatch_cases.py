@@ -38,7 +38,7 @@ class MismatchCase:
 
 
 def _base() -> tuple[AdapterConfig, dict[str, torch.Tensor]]:
-    from tests.conftest import tiny_llama
+    from benchmarks.tiny_models import tiny_llama
 
     model = tiny_llama()
     lorakit.inject(model, lorakit.LoraSpec(r=4, alpha=8, targets=("q_proj",), layers=(0,)))
@@ -137,7 +137,7 @@ class Row:
 
 def run_case(case: MismatchCase, base: tuple[AdapterConfig, dict[str, torch.Tensor]] | None = None) -> Row:
     """Load the broken adapter onto a fresh tiny Llama; return the error and whether the model is as before."""
-    from tests.conftest import tiny_llama
+    from benchmarks.tiny_models import tiny_llama
 
     config, tensors = base if base is not None else _base()
     data, new_tensors = case.build(config, {k: v.clone() for k, v in tensors.items()})

@@ -7,7 +7,7 @@ of W that W itself does not emphasise (amplification factor ≫ 1, ‖UᵀWVᵀ�
 Uses the adapters of rank.py's r=8 and r=64 rows (trained if missing: about 8 minutes), then runs
 `lorakit analyze subspace` and `lorakit analyze amplification`; the analysis itself takes seconds.
 
-    python benchmarks/reproduce/figure3.py [--steps 120]
+    python -m benchmarks.reproduce.figure3 [--steps 120]
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, write_results  # noqa: E402
-from rank import rank_row  # noqa: E402
-from sweep import REPO, run_row  # noqa: E402
+from benchmarks.common import RESULTS, machine, write_results
+from benchmarks.reproduce.rank import rank_row
+from benchmarks.reproduce.sweep import REPO, run_row
 
 
 def lorakit(*args: str) -> None:

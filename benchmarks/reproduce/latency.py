@@ -8,7 +8,7 @@ idle machine: latency, unlike the training tables, is not measured beside anothe
 
 Finishes in about 10 minutes on 2 CPU cores (smollm2 at 16 × 256 dominates).
 
-    python benchmarks/reproduce/latency.py [--models minilm,smollm2] [--reps 5]
+    python -m benchmarks.reproduce.latency [--models minilm,smollm2] [--reps 5]
 """
 
 from __future__ import annotations
@@ -17,18 +17,14 @@ import argparse
 import copy
 import math
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, write_results  # noqa: E402
-
-import lorakit  # noqa: E402
-from lorakit.core import lora_layers  # noqa: E402
-from lorakit.models import load_model  # noqa: E402
+import lorakit
+from benchmarks.common import machine, markdown_table, write_results
+from lorakit.core import lora_layers
+from lorakit.models import load_model
 
 SHAPES = ((1, 128), (16, 256))
 
@@ -99,7 +95,7 @@ def main() -> None:
     shapes = tuple(tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(","))
     torch.manual_seed(0)
     rows = [row for name in args.models.split(",") for row in measure(name, args.reps, shapes)]
-    payload = {"machine": machine(), "command": "python benchmarks/reproduce/latency.py " + " ".join(sys.argv[1:]),
+    payload = {"machine": machine(),
                "rows": rows}
     table = ("# Forward latency: base vs merged vs unmerged LoRA (r=8)\n\n"
              f"Measured {payload['machine']['date']} on {payload['machine']['cpus']} CPU cores "

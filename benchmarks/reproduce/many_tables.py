@@ -2,8 +2,8 @@
 
 The same rows are also run as separate ``lorakit train`` processes, one after another (what a sweep did
 before train-many), and the two are compared: wall time of the whole work, peak memory, and the test
-accuracy of each adapter (not bit-equal: minilm's own dropout layers draw from one RNG in train-many,
-see ``train/many_model.py``, so each job is an equally valid run with a different base-dropout stream).
+accuracy of each adapter (each job draws minilm's own dropout from its own RNG stream, see
+``train/many/model.py``, so in fp32 a job equals its solo run to 1e-5).
 
 - Table 6: SST-2, LoRA q,v, r = 1, 2, 4, 8, 64 (alpha = 2r), seed 0.
 - Table 2: SST-2, LoRA q,v r=8, seeds 0, 1, 2.
@@ -12,20 +12,17 @@ Both at Table 2's budget (120 steps of batch 32, one evaluation at the end, test
 2 torch threads. Solo rows are cached in runs/reproduce/ (``sweep.py``; the seed rows are
 ``precision.py``'s bf16 rows); a train-many run is cached by its ``train_many.json``.
 
-    python benchmarks/reproduce/many_tables.py
+    python -m benchmarks.reproduce.many_tables
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, write_results  # noqa: E402
-from precision import SST2, sst2_row  # noqa: E402
-from sweep import RUNS, Row, main_metric, process_wall, run_row  # noqa: E402
+from benchmarks.common import machine, markdown_table, write_results
+from benchmarks.reproduce.precision import SST2, sst2_row
+from benchmarks.reproduce.sweep import RUNS, Row, main_metric, process_wall, run_row
 
 DTYPE = "bf16"
 RANKS = (1, 2, 4, 8, 64)

@@ -14,7 +14,7 @@ Claims tested: LoRA needs about 3x less training memory than full fine-tuning (p
 
 About 2 minutes (the second part loads each model three times); the first part needs the tables.
 
-    python benchmarks/reproduce/memory_size.py
+    python -m benchmarks.reproduce.memory_size
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, markdown_table, write_results  # noqa: E402
-from sweep import RUNS, saved_bytes  # noqa: E402
+from benchmarks.common import RESULTS, machine, markdown_table, write_results
+from benchmarks.reproduce.sweep import RUNS, saved_bytes
 
 
 def _load(name: str) -> list[dict]:
@@ -147,7 +145,7 @@ def main() -> None:
     for data in dict.fromkeys(line["data"] for line in nlu):
         rows += compare("minilm", data, [line for line in nlu if line["data"] == data])
     rows += compare("smollm2", "e2e", _load("nlg"))
-    payload = {"machine": machine(), "command": "python benchmarks/reproduce/memory_size.py", "rows": rows,
+    payload = {"machine": machine(),  "rows": rows,
                "training_state": state, "process_before_training_mb": baselines}
     md = ("# Memory and checkpoint size: LoRA (and BitFit) vs full fine-tuning\n\n"
           "## Training state (weights + gradients + AdamW state, fp32, after one step)\n\n"

@@ -10,19 +10,17 @@ too, and its wall time is reported beside the others. On 2 CPU cores shared with
 defaults (40 steps, 100 test MRs), a LoRA row takes 9-11 minutes, the full fine-tuning row about 14
 and the zero-shot row 2: the table is ≈ 1 hour. Rows are cached in runs/reproduce/ and resumable.
 
-    python benchmarks/reproduce/nlg.py [--steps 40] [--eval-limit 100]
+    python -m benchmarks.reproduce.nlg [--steps 40] [--eval-limit 100]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, markdown_table, write_results  # noqa: E402
-from sweep import Row, run_row, saved_bytes, test_metrics  # noqa: E402
+from benchmarks.common import RESULTS, machine, markdown_table, write_results
+from benchmarks.reproduce.sweep import Row, run_row, saved_bytes, test_metrics
 
 # method -> (extra train arguments). LoRA at 5e-4 (the E2E run of the train issue reached BLEU 57 in
 # 50 steps with it); full fine-tuning at 5e-5, the usual rate for a model this size on a short schedule.
@@ -56,8 +54,8 @@ def train_rows(steps: int, eval_limit: int, threads: int, epochs: float | None =
 
     ``lrs`` maps a method to the learning rates to search for it: one row per rate, named
     ``<method>@<lr>``; methods not in it get their single row at the rate in ``METHODS``. The frozen base's
-    precision is pinned (``--base-dtype``; full fine-tuning always trains fp32 weights) so that a changed
-    default never changes a row.
+    precision is pinned (``--base-dtype``; full fine-tuning trains fp32 weights and is pinned to fp32) so that a
+    changed default never changes a row.
     """
     budget = ("--epochs", f"{epochs:g}") if epochs else ("--max-steps", str(steps))
     common = ("--batch-size", "8", *budget, "--eval-every", "0", "--no-base-eval",
@@ -65,7 +63,7 @@ def train_rows(steps: int, eval_limit: int, threads: int, epochs: float | None =
     tag = f"e{epochs:g}" if epochs else f"n{steps}"
     rows = []
     for method, extra in METHODS.items():
-        pinned = extra if "--full" in extra else (*extra, "--base-dtype", base_dtype)
+        pinned = (*extra, "--base-dtype", "fp32" if "--full" in extra else base_dtype)  # full FT: fp32 weights
         if method not in (lrs or {}):
             rows.append(Row(f"nlg-e2e-{method}-{tag}-l{eval_limit}", ("smollm2", "e2e", *pinned, *common),
                             {"method": method}))

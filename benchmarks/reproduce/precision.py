@@ -11,18 +11,15 @@ quality unchanged: SST-2 accuracy within the seed spread, E2E BLEU within 1 poin
 Every row is one ``lorakit train`` command, cached in runs/reproduce/ (``sweep.py``) and resumable;
 2 torch threads per run, one run at a time.
 
-    python benchmarks/reproduce/precision.py [--seeds 0,1,2] [--dtypes fp32,bf16] [--e2e-dtypes fp32,bf16,nf4]
+    python -m benchmarks.reproduce.precision [--seeds 0,1,2] [--dtypes fp32,bf16] [--e2e-dtypes fp32,bf16,nf4]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, write_results  # noqa: E402
-from sweep import Row, main_metric, mean_std, process_wall, run_row, test_metrics  # noqa: E402
+from benchmarks.common import machine, markdown_table, write_results
+from benchmarks.reproduce.sweep import Row, main_metric, mean_std, process_wall, run_row, test_metrics
 
 SST2 = ("--targets", "qv", "--max-steps", "120", "--eval-every", "0", "--no-base-eval",
         "--test-split", "test", "--threads", "2")

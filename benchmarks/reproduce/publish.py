@@ -7,9 +7,9 @@ with ``lorakit eval`` exactly as the card tells a reader to, and writes the card
 training command, metrics, size) beside the files. The re-evaluation must reproduce the training run's
 own figure; a mismatch is reported and stops the script.
 
-Time: about 30 s per minilm adapter and 2 minutes for the E2E one (100 test MRs generated).
+Time: about 30 s per minilm adapter and 10 minutes for the E2E one (all 630 test MRs generated).
 
-    python benchmarks/reproduce/publish.py [--eval-limit 100]
+    python -m benchmarks.reproduce.publish [--only smollm2/e2e] [--eval-limit N]
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS  # noqa: E402
-from sweep import REPO, RUNS, main_metric  # noqa: E402
+from benchmarks.common import RESULTS
+from benchmarks.reproduce.sweep import REPO, RUNS, main_metric
 
 ADAPTERS = REPO / "adapters"
 MAX_BYTES = 2 * 2**20  # "well under 2 MB": larger adapters (all-linear on smollm2) are not published
@@ -38,22 +37,31 @@ DATA_NOTES = {
 }
 
 
-def candidates() -> list[tuple[str, str, str, dict]]:
-    """(model, data, run key, metrics) of every finished LoRA run of the NLU and NLG tables.
+# The tables whose LoRA runs may be published: the 40-step tables and the searches at a real budget
+# (nlg.py --name nlg_epoch / nlg_search / nlg_search_e3 ...), each results/<name>.json.
+TABLES = (("nlu", "minilm"), ("nlg", "smollm2"))
 
-    The metrics get the run's training command (from the table) under ``"command"``.
+
+def candidates() -> list[tuple[str, str, str, dict]]:
+    """(model, data, run key, metrics) of every LoRA run of the NLU and NLG tables whose run folder is here.
+
+    Every ``results/nlu*.json`` and ``results/nlg*.json`` is read; a line carried from an earlier machine
+    (its run folder gone, see nlg.py's ``earlier_lines``) cannot be published and is skipped. The
+    metrics get the run's training command (from the table) under ``"command"``.
     """
     out = []
-    for name, model in (("nlu", "minilm"), ("nlg", "smollm2")):
-        path = RESULTS / f"{name}.json"
-        if not path.is_file():
-            raise SystemExit(f"{path} is missing: run benchmarks/reproduce/{name}.py first")
-        for line in json.loads(path.read_text())["table"]:
-            if not line["method"].startswith("lora"):
-                continue
-            for key, command in zip(line["runs"], line["commands"], strict=True):
-                metrics = json.loads((RUNS / key / "metrics.json").read_text())
-                out.append((model, metrics["data"], key, {**metrics, "command": command}))
+    for prefix, model in TABLES:
+        paths = sorted(RESULTS.glob(f"{prefix}*.json"))
+        if not paths:
+            raise SystemExit(f"no results/{prefix}*.json: run benchmarks/reproduce/{prefix}.py first")
+        for path in paths:
+            for line in json.loads(path.read_text()).get("table", []):
+                if not line["method"].startswith("lora"):
+                    continue
+                for key, command in zip(line["runs"], line["commands"], strict=True):
+                    if (RUNS / key / "metrics.json").is_file():
+                        metrics = json.loads((RUNS / key / "metrics.json").read_text())
+                        out.append((model, metrics["data"], key, {**metrics, "command": command}))
     return out
 
 
@@ -68,14 +76,17 @@ def best_runs() -> dict[tuple[str, str], tuple[str, dict]]:
     return best
 
 
-def eval_args(model: str, data: str, folder: Path, cfg: dict, eval_limit: int) -> list[str]:
-    """The ``lorakit eval`` arguments that reproduce the training run's report on the copied adapter."""
+def eval_args(model: str, data: str, folder: Path, cfg: dict, eval_limit: int | None) -> list[str]:
+    """The ``lorakit eval`` arguments that reproduce the training run's report on the copied adapter.
+
+    ``eval_limit`` None scores every test MR (the training run must have scored them all too).
+    """
     rel = folder.relative_to(REPO)
     args = [model, data, "--adapter", str(rel), "--split", cfg["test_split"]]
     if cfg["task"] == "classify":
         return args + ["--max-length", str(cfg["max_length"])]
-    return args + ["--limit", str(eval_limit), "--batch-size", str(cfg["eval_batch_size"]),
-                   "--max-new-tokens", str(cfg["max_new_tokens"])]
+    limit = ["--limit", str(eval_limit)] if eval_limit else []
+    return args + [*limit, "--batch-size", str(cfg["eval_batch_size"]), "--max-new-tokens", str(cfg["max_new_tokens"])]
 
 
 def card(model: str, data: str, key: str, metrics: dict, command: str, reproduced: dict) -> str:
@@ -95,7 +106,7 @@ def card(model: str, data: str, key: str, metrics: dict, command: str, reproduce
         f"({metrics['trainable_percent']:.3f}% of {metrics['total_params']:,}).",
         f"- **Training**: {metrics['step']} steps of batch {cfg['batch_size']}, lr {cfg['lr']:g} ({cfg['decay']} decay, "
         f"{cfg['warmup_ratio']:.0%} warm-up), max length {cfg['max_length']}, seed {cfg['seed']}; "
-        f"{metrics['train_seconds'] / 60:.1f} min on 1 CPU thread of a shared 2-core machine.",
+        f"{metrics['train_seconds'] / 60:.1f} min on {cfg.get('threads') or 1} CPU thread(s) of a 2-core machine.",
         "",
         "Trained with (benchmarks/reproduce, run `" + key + "`):",
         "",
@@ -119,7 +130,7 @@ INDEX_HEAD = """# Published adapters
 
 LoRA adapters trained by lorakit's reproduction scripts (`benchmarks/reproduce/`) on the real data sets,
 in PEFT's layout, one folder each with a card (`README.md`: data, training command, metrics). They are
-written by `python benchmarks/reproduce/publish.py`, which re-evaluates every copy with the command its
+written by `python -m benchmarks.reproduce.publish`, which re-evaluates every copy with the command its
 card shows. From a fresh checkout, after `scripts/install.sh`:
 
     .venv/bin/lorakit eval minilm sst2 --adapter adapters/minilm/sst2 --split test --max-length 64
@@ -141,7 +152,7 @@ def write_index(published: list[tuple[str, str, str, dict]]) -> None:
     (ADAPTERS / "README.md").write_text(INDEX_HEAD + "\n".join(lines) + "\n", encoding="utf-8")
 
 
-def publish(model: str, data: str, key: str, metrics: dict, eval_limit: int) -> None:
+def publish(model: str, data: str, key: str, metrics: dict, eval_limit: int | None) -> None:
     """Copy, re-evaluate and write the card of one adapter."""
     folder = ADAPTERS / model / data
     folder.mkdir(parents=True, exist_ok=True)
@@ -165,7 +176,8 @@ def publish(model: str, data: str, key: str, metrics: dict, eval_limit: int) -> 
 def main() -> None:
     """Publish every best run."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--eval-limit", type=int, default=100, help="test MRs of the E2E re-evaluation")
+    parser.add_argument("--eval-limit", type=int, default=None,
+                        help="test MRs of the E2E re-evaluation (default: all 630, as the card's command)")
     parser.add_argument("--only", default="", help="comma-separated model/data pairs to publish (default: all)")
     args = parser.parse_args()
     wanted = set(filter(None, args.only.split(",")))

@@ -12,19 +12,16 @@ adapters also feed figure3.py.
 Time: about 3.5 minutes a row on 2 CPU cores shared with one other run; 7 rows ≈ 25 minutes when none
 is cached. Cached, resumable, and safe to run beside nlu.py (rows are locked while they run).
 
-    python benchmarks/reproduce/rank.py [--ranks 1,2,4,8,64] [--steps 120]
+    python -m benchmarks.reproduce.rank [--ranks 1,2,4,8,64] [--steps 120]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, write_results  # noqa: E402
-from nlu import COMMON, nlu_row  # noqa: E402
-from sweep import Row, main_metric, run_row  # noqa: E402
+from benchmarks.common import machine, markdown_table, write_results
+from benchmarks.reproduce.nlu import COMMON, nlu_row
+from benchmarks.reproduce.sweep import Row, main_metric, run_row
 
 # Table 5: name -> (targets argument, rank). Equal budgets: each adds 6,144 LoRA parameters per layer
 # (q r=8: 2*384*8; q,v r=4: 2*2*384*4; q,k,v,o r=2: 4*2*384*2), 36,864 over minilm's 6 layers.

@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks" / "reproduce"))
-sys.path.insert(0, str(REPO / "tests" / "train"))
-import nlg  # noqa: E402
-import nlu  # noqa: E402
-import rank  # noqa: E402
-import sweep  # noqa: E402
-from tiny_models import make_classify_data, make_tiny_bert_dir  # noqa: E402
+from benchmarks.reproduce import nlg, nlu, rank, sweep
+from benchmarks.tiny_models import make_classify_data, make_tiny_bert_dir
 
 
 @pytest.fixture
@@ -76,6 +70,18 @@ def test_nlu_rows_cover_every_method_and_seed_once_with_first_seeds_first() -> N
         assert "--test-split" in row.args and row.args[row.args.index("--max-steps") + 1] == "120"
 
 
+def test_every_training_row_pins_the_base_precision() -> None:
+    """lorakit's --base-dtype default (auto) picks bf16 where the CPU has it: a row must not depend on it."""
+    from benchmarks.reproduce import many_tables, precision
+
+    rows = [*nlu.rows_for(["sst2", "trec"], [0, 1], 120), *(rank.rank_row(r, 120) for r in (1, 8, 64)),
+            *(rank.budget_row(name, 120) for name in rank.BUDGET), *nlg.train_rows(40, 100, 1),
+            precision.sst2_row("bf16", 0), precision.e2e_row("nf4"), *(many_tables.solo_rank_row(r) for r in (4, 8))]
+    for row in rows:
+        assert row.args.count("--base-dtype") == 1, row.command
+    assert all(r.args[r.args.index("--base-dtype") + 1] == "fp32" for r in nlu.rows_for(["sst2"], [0], 120))
+
+
 def test_rank_rows_reuse_the_nlu_run_where_the_recipe_is_the_same() -> None:
     assert rank.rank_row(8, 120).key == nlu.nlu_row("sst2", "lora-qv-r8", 0, 120).key
     assert rank.rank_row(8, 120).args == nlu.nlu_row("sst2", "lora-qv-r8", 0, 120).args
@@ -106,7 +112,9 @@ def test_nlg_rows_share_the_schedule_and_differ_only_in_the_method() -> None:
     for row in rows:
         extra = nlg.METHODS[row.labels["method"]]
         assert row.args[:2 + len(extra)] == ("smollm2", "e2e", *extra)
-        tails.add(row.args[2 + len(extra):])
+        pin = row.args[2 + len(extra):4 + len(extra)]  # the base precision, pinned: full FT in fp32
+        assert pin == ("--base-dtype", "fp32" if "--full" in extra else "bf16"), row.args
+        tails.add(row.args[4 + len(extra):])
     assert len(tails) == 1 and "--max-steps" in next(iter(tails))
     base = nlg.base_row(100, 1)
     assert base.verb == "eval" and base.command.endswith("--json runs/reproduce/nlg-e2e-base-l100/eval.json")

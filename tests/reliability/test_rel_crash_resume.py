@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.killkit import Zygote, checkpoint_report
+from benchmarks.reliability.killkit import Zygote, checkpoint_report
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("LORAKIT_KILL_SEED", random.randrange(1 << 30)))
@@ -29,7 +29,7 @@ STEPS = 8
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
-    from tests.train.tiny_models import make_classify_data, make_tiny_bert_dir
+    from benchmarks.tiny_models import make_classify_data, make_tiny_bert_dir
 
     root = tmp_path_factory.mktemp("kill")
     return {"bert": make_tiny_bert_dir(root / "bert"), "data": make_classify_data(root / "data"), "root": root}

@@ -24,7 +24,7 @@ from lorakit.train.runner import make_trainable, prepare, seed_everything
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
-    from tests.train.tiny_models import make_classify_data, make_tiny_bert_dir
+    from benchmarks.tiny_models import make_classify_data, make_tiny_bert_dir
 
     root = tmp_path_factory.mktemp("nonfinite")
     return {"bert": make_tiny_bert_dir(root / "bert"), "data": make_classify_data(root / "data")}
@@ -90,7 +90,7 @@ def test_k_non_finite_losses_in_a_row_abort_and_leave_a_finite_checkpoint(tiny, 
     with pytest.raises(TrainingAborted, match="3 non-finite losses in a row at step 5"):
         train_loop(p.loaded.model, p.train.examples, p.collate, p.cfg, 20, out_dir=tmp_path)
     assert spy.records and all(finite for _, finite in spy.records), spy.records
-    from tests.reliability.killkit import checkpoint_report
+    from benchmarks.reliability.killkit import checkpoint_report
 
     report = checkpoint_report(tmp_path)
     assert report["intact"] and report["finite"], report

@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from benchmarks.reliability.servekit import asgi_call, char_tokenizer, load_run, make_adapter_zoo, percentile
 from lorakit.serve import LoraServer
 from lorakit.serve.http import BackgroundServer, HttpSettings, create_app
 from tests.conftest import tiny_llama
-from tests.reliability.servekit import asgi_call, char_tokenizer, load_run, make_adapter_zoo, percentile
 
 KEY = "abuse-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.reliability.servekit import asgi_call, char_tokenizer, make_adapter
 from lorakit.serve import LoraServer
 from lorakit.serve.http import BackgroundServer, HttpSettings, create_app
 from tests.conftest import save_tiny_folder, tiny_llama
-from tests.reliability.servekit import asgi_call, char_tokenizer, make_adapter
 
 KEY = "paths-key"
 AUTH = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
