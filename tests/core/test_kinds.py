@@ -33,6 +33,16 @@ def _hf_conv1d() -> nn.Module:
     return Conv1D(6, 8)
 
 
+def _packed() -> nn.Module:
+    from lorakit.models.packed import PackedLinear
+
+    torch.manual_seed(0)
+    packed = PackedLinear.of(nn.Linear(8, 6).requires_grad_(False))
+    if packed is None:
+        pytest.skip("oneDNN has no prepacked fp32 linear kernel here")
+    return packed
+
+
 # kind name -> (a tiny base layer, an input for it)
 LAYERS = {
     "linear": (lambda: nn.Linear(8, 6), lambda: torch.randn(2, 8)),
@@ -40,6 +50,7 @@ LAYERS = {
     "conv1d": (lambda: nn.Conv1d(3, 4, 3), lambda: torch.randn(2, 3, 7)),
     "conv2d": (lambda: nn.Conv2d(3, 4, 3), lambda: torch.randn(2, 3, 7, 7)),
     "hf_conv1d": (_hf_conv1d, lambda: torch.randn(2, 8)),
+    "packed_linear": (_packed, lambda: torch.randn(2, 8)),
     "linear8bit": (lambda: _quantized("int8"), lambda: torch.randn(2, 64)),
     "linear4bit": (lambda: _quantized("nf4"), lambda: torch.randn(2, 64)),
 }

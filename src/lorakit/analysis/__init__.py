@@ -1,7 +1,8 @@
 """Pure functions over adapter tensors (Hu et al. 2021, §7): subspace similarity, spectra,
 amplification of the base weight, adapter algebra, plots and tables.
 
-Imports torch and ``lorakit.core`` only; matplotlib is imported inside the plotting functions.
+Imports torch, ``lorakit.core`` and ``lorakit.io`` (to read adapter files) only; matplotlib is imported inside the
+plotting functions.
 """
 
 from lorakit.analysis.adapters import (

@@ -9,7 +9,7 @@ Examples::
     lorakit train --config run.toml --seed 1          # options on the command line win over the file
     torchrun --nproc-per-node 2 -m lorakit train minilm sst2
 
-Every option is a field of ``lorakit.train.TrainConfig``; a config file (TOML or YAML) uses the same
+Every option is a field of ``lorakit.train.config.TrainConfig``; a config file (TOML or YAML) uses the same
 names (``max_steps`` or ``max-steps``). The run folder (``--out``) receives ``adapter/`` (PEFT layout;
 ``model/`` for --full/--bitfit), ``metrics.json``, ``log.jsonl``, ``loss.png`` and a resumable
 ``checkpoint/``.

@@ -1,6 +1,6 @@
 """lorakit.core: LoRA layers, their kinds and variants, targeting, injection, merging.
 
-Depends on torch and safetensors only (an import-boundary test keeps it so; :mod:`lorakit.errors`,
+Depends on torch only (an import-boundary test keeps it so; :mod:`lorakit.errors`,
 which imports nothing, is the one lorakit module from outside). Core owns its extensions: the layer
 kinds (:mod:`.kinds`), the variants and inits (:mod:`.variants`), the target presets (:mod:`.presets`),
 the multi-adapter op (:mod:`.batched`), the parameter report (:mod:`.report`) and the torch shim

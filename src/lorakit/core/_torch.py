@@ -1,4 +1,4 @@
-"""The private torch APIs lorakit relies on, in one place; ``tests/test_torch_shim.py`` fails
+"""The private torch APIs lorakit relies on, in one place; ``tests/core/test_torch_shim.py`` fails
 loudly if a torch release renames or changes any of them.
 
 A leaf module (torch only) inside :mod:`lorakit.core`, which owns it: core, io, models and serve all

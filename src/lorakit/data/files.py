@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lorakit.data.examples import ClassificationExample, Dataset, GenerationExample
+from lorakit.data.examples import TASKS, ClassificationExample, Dataset, GenerationExample
 from lorakit.data.formats import Columns, Record, RowError, detect_format, parse_row, undetectable
 from lorakit.data.readers import count_fallbacks, read_csv_rows, read_lines
 from lorakit.errors import LorakitError
@@ -123,7 +123,7 @@ def read_file(path: Path, columns: Columns, skip_bad_rows: bool) -> FileRows:
     fmt = columns.forced_task()
     if header is not None:  # CSV/TSV: the header decides the format, a missing column is a file error
         fmt = fmt or detect_format(header, columns)
-        if fmt not in ("classify", "generate"):
+        if fmt not in TASKS:
             raise LorakitError(f"{path}:1: {undetectable(header)}")
         for name in columns.names(fmt):
             if name not in header:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["replacing", "sync", "write_atomic", "write_json_atomic"]
+__all__ = ["replacing", "sync", "sync_folder", "write_atomic", "write_json_atomic"]
 
 # mkstemp creates files 0600; a written file gets the mode open() would give it (0666 less the umask).
 # Read once here: os.umask can only be read by setting it, which is not thread-safe later on.
@@ -36,6 +36,18 @@ def sync(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_folder(folder: str | Path) -> None:
+    """fsync every file under ``folder``, then the folders themselves: before a folder is renamed into place.
+
+    A folder published by one rename (a checkpoint, a model-cache entry) must not appear with files whose
+    data a power cut could still lose; the caller fsyncs the parent after its rename.
+    """
+    folder = Path(folder)
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # files before their folder
+        sync(path)
+    sync(folder)
 
 
 @contextmanager

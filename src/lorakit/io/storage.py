@@ -24,6 +24,7 @@ from lorakit.core.layers import LoraLayer
 from lorakit.core.registry import LORA_NAMES, delta_matrix, factor_names, kind_for, require_kind
 from lorakit.core.spec import LoraSpec
 from lorakit.core.targeting import Target, layer_index, override, select_targets
+from lorakit.core.variants import DORA
 from lorakit.errors import LorakitError
 from lorakit.io.atomic import replacing, write_json_atomic
 from lorakit.io.config import CONFIG_NAME, FORMAT_VERSION, AdapterConfig
@@ -79,7 +80,7 @@ class AdapterFile:
                         raise LorakitError(f"{self.path}: {key} has no matching {b_name}")
                     r_slice, alpha = _module_rank_alpha(spec, path, A.shape[0], slices.get(path))
                     out[path] = LoraFactors(A, B, spec.scaling(r_slice, alpha), (a_name, b_name),
-                                            self.tensors.get(f"{PEFT_PREFIX}{path}.lora_magnitude_vector"))
+                                            self.tensors.get(f"{PEFT_PREFIX}{path}.{DORA.params['lora_magnitude']}"))
         return out
 
 

@@ -1,7 +1,7 @@
 """Hugging Face models for lorakit: embedded defaults by name, offline loading, GGUF conversion, saving.
 
-The only lorakit package that imports ``transformers``, and only inside functions, so importing
-``lorakit.models`` stays cheap.
+The lorakit package that loads ``transformers`` models (``serve/kv.py`` also uses its cache classes);
+imported inside functions, so importing ``lorakit.models`` stays cheap.
 """
 
 from lorakit.models.cache import cache_root

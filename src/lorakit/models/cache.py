@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lorakit.errors import LorakitError
+from lorakit.io.atomic import sync, sync_folder
 
 __all__ = ["cache_root", "cached_folder"]
 
@@ -62,8 +63,10 @@ def cached_folder(
         missing = [name for name in required if not (tmp / name).exists()]
         if missing:
             raise RuntimeError(f"building cache entry {entry!r} did not write {missing}")
+        sync_folder(tmp)  # a power cut must not leave a complete-looking entry with lost data
         try:
             os.rename(tmp, final)
+            sync(models)
         except OSError:
             # Another process finished the same entry first; its copy is as good as ours.
             if not _complete(final, required):

@@ -9,11 +9,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from safetensors import SafetensorError
 
+from lorakit.data.examples import TASKS as DATA_TASKS
 from lorakit.errors import LorakitError
 from lorakit.io.storage import PICKLE_SUFFIXES
 from lorakit.models.resolve import resolve_model_path
@@ -26,7 +27,7 @@ __all__ = ["TASKS", "LoadedModel", "Task", "is_decoder_config", "load_model", "m
 logger = logging.getLogger(__name__)
 
 Task = Literal["base", "classify", "generate"]
-TASKS: tuple[str, ...] = get_args(Task)
+TASKS: tuple[str, ...] = ("base", *DATA_TASKS)  # "base": the bare model, no head
 
 # config.model_type → family name used by target presets and key naming; anything else is "other".
 _FAMILIES = {"bert": "bert", "llama": "llama", "gpt2": "gpt2"}

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lorakit.errors import LorakitError
-from lorakit.io.atomic import replacing, sync
+from lorakit.io.atomic import replacing, sync, sync_folder
 
 CHECKPOINT = "checkpoint"
 FORMAT_VERSION = 1
@@ -131,8 +131,7 @@ def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
             "numpy_rng": _numpy_rng(),
         }
         (tmp / "state.json").write_text(json.dumps(payload, indent=1))
-        for path in [*tmp.iterdir(), tmp]:  # the rename below must not publish unflushed files
-            sync(path)
+        sync_folder(tmp)  # the rename below must not publish unflushed files
         _swap_into_place(tmp, folder)
         sync(folder.parent)  # nor may a power cut undo the rename itself
         _remove_leftovers(folder)

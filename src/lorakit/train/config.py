@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from lorakit.core import LoraSpec
+from lorakit.core.variants import INITS
+from lorakit.data.examples import TASKS as DATA_TASKS
 from lorakit.errors import LorakitError
 from lorakit.models.precision import BASE_DTYPES
 
@@ -35,8 +37,8 @@ DEFAULT_LR: dict[tuple[str, str], float] = {
 DEFAULT_MAX_LENGTH = {"classify": 64, "generate": 192}
 # task -> split of the final report: GLUE-style dev accuracy for classification, E2E test for generation.
 DEFAULT_TEST_SPLIT = {"classify": "dev", "generate": "test"}
-LORA_INITS = ("kaiming", "gaussian", "pissa", "olora")  # registered in lorakit.core.variants.INITS (a test keeps them equal)
-TASKS = ("auto", "classify", "generate")
+LORA_INITS = tuple(INITS)  # the registered inits (lorakit.core registers the built-in ones on import)
+TASKS = ("auto", *DATA_TASKS)
 DEVICES = ("auto", "cpu", "cuda")
 DECAYS = ("linear", "cosine", "constant")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lorakit.core.kinds.linear import LinearKind
+from lorakit.core.kinds.linear import DENSE, LinearKind
 
 
 class PackedLinearKind(LinearKind):
@@ -14,6 +14,8 @@ class PackedLinearKind(LinearKind):
     which runs on the oneDNN-prepacked weight (serving on CPU)."""
 
     name = "packed_linear"
+    # Not the SVD inits: they rewrite W0 in place, and the packed copy the product runs on would keep the old one.
+    supports = DENSE - {"svd-init"}
 
     def base_forward(self, layer: nn.Module, x: Tensor, bias: bool = True) -> Tensor:
         """``W0·x (+ b)`` through the packed copy of ``W0``."""

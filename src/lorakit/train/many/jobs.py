@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lorakit.core.variants import INITS, lookup
 from lorakit.errors import LorakitError
 from lorakit.train.config import TrainConfig, read_config_file
 
@@ -83,7 +84,7 @@ def check_jobs(jobs: Mapping[str, TrainConfig]) -> None:
             raise LorakitError(f"job {name!r}: needs a model (top level) and data")
         unsupported = [opt for opt, on in (("full", cfg.full), ("bitfit", cfg.bitfit), ("dora", cfg.dora),
                                            ("packing", cfg.packing),
-                                           (f"init={cfg.init}", cfg.init in ("pissa", "olora"))) if on]
+                                           (f"init={cfg.init}", lookup(INITS, "init", cfg.init).moves_base)) if on]
         if unsupported:
             raise LorakitError(f"job {name!r}: train-many trains plain LoRA adapters over a shared frozen base; "
                                f"not supported here: {', '.join(unsupported)} (use lorakit train)")

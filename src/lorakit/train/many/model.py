@@ -216,7 +216,7 @@ class SharedModel:
         for path, layer in layers.items():  # the model is plain again before anything can raise
             replace_submodule(self.model, path, layer.base)
         for path, layer in layers.items():  # the per-row path is serve's: dense kinds, plain LoRA
-            if layer.variant is not LORA or getattr(layer, "lora_A0", None) is not None \
+            if layer.variant is not LORA or layer.initializer.moves_base \
                     or "serve" not in layer.kind.supports:
                 for attr in (SPEC_ATTR, TARGETS_ATTR):
                     delattr(self.model, attr)
