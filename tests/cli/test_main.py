@@ -87,3 +87,12 @@ def test_a_bug_prints_its_traceback_from_the_command_line():
     assert res.returncode != 0
     assert "Traceback" in res.stderr and "KeyError: 'missing key'" in res.stderr
     assert "error:" not in res.stderr
+
+
+def test_the_console_script_starts_in_a_bare_interpreter() -> None:
+    # The `lorakit` script imports lorakit.cli.main in an interpreter where neither pytest nor `python -m`
+    # (runpy) has loaded importlib.util or anything else main relies on by accident.
+    code = "import sys; from lorakit.cli.main import main; sys.exit(main(['--version']))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("lorakit ")
