@@ -118,3 +118,19 @@ def test_nlg_rows_share_the_schedule_and_differ_only_in_the_method() -> None:
     assert len(tails) == 1 and "--max-steps" in next(iter(tails))
     base = nlg.base_row(100, 1)
     assert base.verb == "eval" and base.command.endswith("--json runs/reproduce/nlg-e2e-base-l100/eval.json")
+
+
+def test_nlg_beam_rows_decode_each_trained_row_with_the_papers_beam_search(runs) -> None:
+    (row,) = nlg.train_rows(40, 630, 2, epochs=1, lrs={"lora-qv-r8": ["2e-3"]}, base_dtype="fp32")[1:2]
+    assert row.key == "nlg-e2e-lora-qv-r8-lr2e-3-e1-fp32-l630"  # another precision never shares a run folder
+    (row.out / "adapter").mkdir(parents=True)
+    result = {"config": {"eval_batch_size": 50, "max_new_tokens": 64}}
+    beam = nlg.beam_row(row, result, 630, 2)
+    assert beam.verb == "eval" and beam.key == row.key + "-beam10"
+    assert beam.args[:4] == ("smollm2", "e2e", "--adapter", str(row.out / "adapter"))
+    text = " ".join(beam.args)
+    assert "--num-beams 10 --length-penalty 0.9 --no-repeat-ngram-size 4" in text
+    assert "--limit 630 --batch-size 50 --max-new-tokens 64" in text and text.endswith("--base-dtype fp32")
+    line = nlg.add_beam({"method": "m", "bleu": 50.0}, beam, {"metrics": {"bleu": 51.0, "nist": 5.0}})
+    assert line["bleu"] == 50.0 and line["bleu_beam"] == 51.0 and line["nist_beam"] == 5.0
+    assert nlg.add_beam({"bleu": 1.0}, beam, None) == {"bleu": 1.0}  # not scored yet: the line as it was
