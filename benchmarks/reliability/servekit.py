@@ -49,6 +49,9 @@ def make_adapter(model_factory, out: Path, seed: int, scale: float = 0.3, **spec
         for layer in lora_layers(model).values():
             layer.lora_A.copy_(torch.randn(layer.lora_A.shape, generator=gen) * scale)
             layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=gen) * scale)
+        for path in spec.modules_to_save:  # a trained head differs per adapter too
+            for p in model.get_submodule(path).parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * 0.5)
     return lorakit.save_adapter(model, out, task_type="SEQ_CLS" if spec.modules_to_save else "CAUSAL_LM")
 
 
