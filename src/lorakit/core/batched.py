@@ -158,29 +158,49 @@ def _per_stack(per_row: Tensor, pick: Tensor | None, stack: Tensor) -> Tensor:
     return torch.zeros_like(stack).index_add_(0, pick, per_row)
 
 
-def rank_groups(index: Sequence[int], adapters: Sequence[tuple[Tensor, Tensor, float] | None],
-                device: torch.device | str | None = None) -> list[Group]:
-    """:func:`shrink_expand`'s groups from a per-row adapter ``index`` (``-1``: no adapter).
+# One rank group's rows: (which rows, or None for all; per-row pick into the stack; adapters stacked, in order).
+RowPlan = list[tuple[Tensor | None, Tensor, tuple[int, ...]]]
 
-    ``adapters[i]`` is ``(A (r, in), B (out, r), s)`` or None (adapter ``i`` leaves this layer alone).
-    Each rank present gives one group: its adapters' ``Aᵀ`` and ``s·Bᵀ`` stacked once (differentiably)
-    and a per-row ``pick`` into the stack.
+
+def row_plan(index: Sequence[int], ranks: Sequence[int | None], device: torch.device | str) -> RowPlan:
+    """Which rows go to which rank group and which stacked adapter, from a per-row adapter ``index``.
+
+    ``ranks[i]`` is adapter ``i``'s rank in the layer (None: it leaves the layer alone). The plan depends
+    on nothing else, so every layer whose adapters have the same ranks shares it: a mixed forward builds
+    it once for all of them (train-many's :class:`~lorakit.train.many.model.MixedRows` caches it).
     """
     by_rank: dict[int, tuple[list[int], list[int]]] = {}
     for row, i in enumerate(index):
-        if i >= 0 and adapters[i] is not None:
-            rows, ids = by_rank.setdefault(adapters[i][0].shape[0], ([], []))
+        if i >= 0 and ranks[i] is not None:
+            rows, ids = by_rank.setdefault(ranks[i], ([], []))
             rows.append(row)
             ids.append(i)
-    groups: list[Group] = []
+    plan: RowPlan = []
     for _, (rows, ids) in sorted(by_rank.items()):
-        members = sorted(set(ids))
+        members = tuple(sorted(set(ids)))
         local = {i: k for k, i in enumerate(members)}
+        pick = torch.tensor([local[i] for i in ids], device=device)
+        which = None if len(rows) == len(index) else torch.tensor(rows, device=device)
+        plan.append((which, pick, members))
+    return plan
+
+
+def rank_groups(index: Sequence[int], adapters: Sequence[tuple[Tensor, Tensor, float] | None],
+                device: torch.device | str | None = None, plan: RowPlan | None = None) -> list[Group]:
+    """:func:`shrink_expand`'s groups from a per-row adapter ``index`` (``-1``: no adapter).
+
+    ``adapters[i]`` is ``(A (r, in), B (out, r), s)`` or None (adapter ``i`` leaves this layer alone).
+    Each rank present gives one group: its adapters' ``Aᵀ`` and ``s·Bᵀ`` stacked (differentiably) and a
+    per-row ``pick`` into the stack. ``plan``: the :func:`row_plan` of these ranks, if already built.
+    """
+    if plan is None:
+        ranks = [None if a is None else a[0].shape[0] for a in adapters]
+        first = next((a[0].device for a in adapters if a is not None), torch.device("cpu"))
+        plan = row_plan(index, ranks, device if device is not None else first)
+    groups: list[Group] = []
+    for which, pick, members in plan:
         At = torch.stack([adapters[i][0].t() for i in members])
         Bt = torch.stack([adapters[i][1].t() * adapters[i][2] for i in members])
-        dev = device if device is not None else At.device
-        pick = torch.tensor([local[i] for i in ids], device=dev)
-        which = None if len(rows) == len(index) else torch.tensor(rows, device=dev)
         groups.append((which, pick, At, Bt))
     return groups
 

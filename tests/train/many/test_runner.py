@@ -113,6 +113,24 @@ def test_a_base_that_draws_never_mixes_jobs_in_one_forward(tiny_dirs, tmp_path: 
     assert seen == [2] + [1] * 6  # one thrown-away mixed forward, then 3 steps × 2 jobs alone
 
 
+def test_a_mixed_forward_builds_its_row_plan_once_for_all_layers(tiny_dirs, tmp_path: Path, monkeypatch) -> None:
+    # Every adapted layer of a forward has the same jobs at the same ranks: one row plan serves them all.
+    from lorakit.train.many import model as many_model
+
+    built, grouped = [], []
+    row_plan, rank_groups = many_model.row_plan, many_model.rank_groups
+    monkeypatch.setattr(many_model, "row_plan", lambda *a: built.append(1) or row_plan(*a))
+    monkeypatch.setattr(many_model, "rank_groups", lambda *a: grouped.append(1) or rank_groups(*a))
+    data = str(tiny_dirs["gen_data"])
+    cfgs = {n: TrainConfig.from_mapping({**COMMON, "model": str(tiny_dirs["llama"]), "data": data, "rank": r,
+                                         "targets": ("q_proj", "v_proj"), "seed": i, "max_steps": 2})
+            for i, (n, r) in enumerate((("a", 4), ("b", 8)))}
+    assert all("error" not in m for m in train_many(cfgs, tmp_path, progress=False, max_rows="all").values())
+    layers = len(_adapter(tmp_path / "a")) // 2  # adapted modules (an A and a B each)
+    assert layers > 1 and len(built) > 0
+    assert len(grouped) == layers * len(built)  # every layer of a mixed forward, one plan for them all
+
+
 def test_capped_forwards_give_the_same_adapters(tiny_dirs, tmp_path: Path) -> None:
     # --max-rows 8: the 8-row job runs alone, the two 4-row jobs share a forward.
     data = str(tiny_dirs["cls_data"])

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorakit.core.batched import RowDropout, rank_groups, shrink_expand
+from lorakit.core.batched import RowDropout, RowPlan, rank_groups, row_plan, shrink_expand
 from lorakit.core.inject import SPEC_ATTR, TARGETS_ATTR, lora_layers, replace_submodule
 from lorakit.core.layers import LoraLayer, adopt_base, base_getattr
 from lorakit.core.lora_linear import dropout_mask
@@ -56,11 +56,22 @@ class MixedRows:
     index: list[int] = field(default_factory=list)  # job number of each row
     rng: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # job -> its torch RNG states (rng_tensors)
     owner: int | None = None  # the job whose RNG state is torch's live one (a forward of its rows alone)
+    # (row index, ranks of the jobs in a layer) -> core.batched.row_plan: built once per forward layout for
+    # every layer with those ranks (a recomputed block's older layout gets its own entry).
+    plans: dict[tuple, RowPlan] = field(default_factory=dict)
 
     def set(self, spans: list[Span]) -> None:
         """Make ``spans`` the layout of the next forward (None-free, in row order)."""
         self.spans = spans
         self.index = [s.job for s in spans for _ in range(s.start, s.stop)]
+        self.plans = {}
+
+    def plan(self, index: list[int], ranks: tuple[int | None, ...], device: torch.device) -> RowPlan:
+        """The row plan of this layout for a layer whose jobs have ``ranks`` (cached per forward)."""
+        key = (tuple(index), ranks)
+        if key not in self.plans:
+            self.plans[key] = row_plan(index, ranks, device)
+        return self.plans[key]
 
     def checkpoint_contexts(self) -> tuple[AbstractContextManager, AbstractContextManager]:
         """``context_fn`` of activation checkpointing: a block's recomputation in backward sees the rows
@@ -149,7 +160,8 @@ class ManyLinear(nn.Module):
         for j, layer in self.jobs.items():
             adapters[j] = (layer.lora_A, layer.effective_B(), layer.scaling)
         index = [j if j < top else -1 for j in self.rows.index]
-        groups = rank_groups(index, adapters, x.device)
+        ranks = tuple(None if a is None else a[0].shape[0] for a in adapters)
+        groups = rank_groups(index, adapters, x.device, self.rows.plan(index, ranks, x.device))
         drop = self._dropout(x)
         y = shrink_expand(out.reshape(n, -1, out.shape[-1]), x.reshape(n, -1, x.shape[-1]), groups, drop)
         return y.reshape(out.shape)
