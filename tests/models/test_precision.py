@@ -120,3 +120,13 @@ def test_dtypes_the_machine_cannot_run_raise(monkeypatch) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             check_base_dtype("bf16", torch.device("cuda"))
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_honoured_with_a_warning(monkeypatch, caplog) -> None:
+    from lorakit.models import precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    with caplog.at_level("WARNING", logger="lorakit.models.precision"):
+        assert precision.resolve_base_dtype("bf16", torch.device("cpu")) == "bf16"
+        assert precision.resolve_base_dtype("auto", torch.device("cpu")) == "fp32"
+    assert len(caplog.records) == 1 and "emulated" in caplog.records[0].getMessage()
