@@ -111,8 +111,8 @@ def resolve_base_dtype(name: str, device: torch.device) -> str:
         return default_base_dtype(device)
     check_base_dtype(name, device)
     if name == "bf16" and device.type == "cpu" and not native_bf16(device):
-        # Honoured, but said: without AVX512-BF16/AMX torch emulates bf16 products (a 512x576x1536 product
-        # measured 50x slower than in fp32 on an AVX2-only EPYC), which a user would not guess.
+        # Honoured, but said: without AVX512-BF16/AMX torch emulates bf16 products, many times slower than
+        # fp32 ones, which a user who asked for the "fast" type would not guess.
         logger.warning("base dtype bf16 on a CPU without native bf16 (no AVX512-BF16/AMX): matrix products are "
                        "emulated and much slower than fp32; --base-dtype auto picks fp32 here")
     return name
