@@ -57,7 +57,7 @@ def test_train_classify_writes_outputs_and_the_adapter_loads(tiny, tmp_path: Pat
     assert evaluated["metrics"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
 
 
-def test_train_generate_reports_base_and_adapter_bleu(tiny, tmp_path: Path) -> None:
+def test_train_generate_reports_base_and_adapter_bleu(tiny, tmp_path: Path, capsys) -> None:
     out = tmp_path / "gen"
     code = main(["train", str(tiny["llama"]), str(tiny["gen"]), "--out", str(out), "--max-steps", "4",
                  "--eval-limit", "4", "--max-new-tokens", "6", "--lr", "1e-2", *FAST])
@@ -75,6 +75,8 @@ def test_train_generate_reports_base_and_adapter_bleu(tiny, tmp_path: Path) -> N
                  "--no-repeat-ngram-size", "4", "--json", str(report), "--no-progress"]) == 0
     decoding = json.loads(report.read_text())["metrics"]["decoding"]
     assert decoding == {"num_beams": 3, "max_new_tokens": 6, "length_penalty": 0.9, "no_repeat_ngram_size": 4}
+    title = capsys.readouterr().out.splitlines()[-5]  # the title, then bleu nist rouge_l chrf
+    assert "(2 examples; beam 3, length penalty 0.9, no repeated 4-gram, up to 6 new tokens," in title
 
 
 def test_full_fine_tuning_saves_a_model_folder(tiny, tmp_path: Path) -> None:

@@ -97,6 +97,17 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": time.perf_counter() - started, "metrics": metrics}
 
 
+def decoding(metrics: dict) -> str:
+    """How a generation run decoded (its metrics' ``decoding``), for the report's title: ``; greedy, ...``."""
+    d = metrics.get("decoding")
+    if not d:
+        return ""
+    how = "greedy" if d["num_beams"] == 1 else f"beam {d['num_beams']}, length penalty {d.get('length_penalty', 1):g}"
+    if d.get("no_repeat_ngram_size"):
+        how += f", no repeated {d['no_repeat_ngram_size']}-gram"
+    return f"; {how}, up to {d['max_new_tokens']} new tokens"
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the metrics (and write them with --json)."""
     result = evaluate_command(args)
@@ -105,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     metrics = result["metrics"]
     what = f"{args.model}" + (f" + {args.adapter}" if args.adapter else " (base)")
-    print(f"{what} on {args.data} {args.split} ({metrics['examples']} examples, {result['seconds']:.0f}s)")
+    print(f"{what} on {args.data} {args.split} ({metrics['examples']} examples{decoding(metrics)}, "
+          f"{result['seconds']:.0f}s)")
     for key, value in metrics.items():
         if isinstance(value, float):
             print(f"  {key:<10} {value:.4f}")
