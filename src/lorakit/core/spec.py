@@ -57,6 +57,9 @@ class LoraSpec:
     init: str = "kaiming"
     # DoRA: a trained magnitude per output row times the normalised direction W0 + s·B·A.
     dora: bool = False
+    # Any registered variant by name (``lorakit.core.variants.register_variant``); None: "dora" if dora else
+    # "lora". "dora" here is the same as dora=True (PEFT's use_dora), and is stored that way.
+    variant_name: str | None = None
     # rsLoRA scaling alpha / sqrt(r), which keeps the update's scale stable as r grows.
     rslora: bool = False
     # Which biases train: "none", "all" (every bias of the model) or "lora_only" (adapted layers).
@@ -87,6 +90,13 @@ class LoraSpec:
             raise LorakitError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not self.targets or not all(isinstance(t, str) and t.strip() for t in self.targets):
             raise LorakitError(f"targets must be a non-empty list of non-empty strings, got {self.targets!r}")
+        if self.variant_name is not None:
+            lookup(VARIANTS, "variant", self.variant_name)  # an unknown name raises, listing the registered ones
+            if self.dora and self.variant_name != "dora":
+                raise LorakitError(f"dora=True contradicts variant_name={self.variant_name!r}: choose one variant")
+            if self.variant_name in ("lora", "dora"):  # one spelling of each built-in: PEFT's
+                object.__setattr__(self, "dora", self.variant_name == "dora")
+                object.__setattr__(self, "variant_name", None)
         if self.initializer.moves_base and self.variant is not LORA:
             raise LorakitError(f"init={self.init!r} cannot be combined with {self.variant.name}: its saved adapter is "
                                "only an ordinary LoRA relative to the original base")
@@ -112,7 +122,7 @@ class LoraSpec:
     @property
     def variant(self) -> Lora:
         """The registered variant this spec asks for (DoRA: :mod:`lorakit.core.variants.dora`)."""
-        return lookup(VARIANTS, "variant", "dora" if self.dora else "lora")
+        return lookup(VARIANTS, "variant", self.variant_name or ("dora" if self.dora else "lora"))
 
     @property
     def initializer(self) -> Init:

@@ -125,6 +125,8 @@ class AdapterConfig:
             raise LorakitError(f"{source}: written by a newer lorakit (format_version {version!r}); "
                                f"this one reads up to {FORMAT_VERSION}: upgrade lorakit")
         _validate_slices(self.lorakit.get("slices", {}), source)
+        if not isinstance(self.lorakit.get("variant", ""), str):
+            raise bad("lorakit.variant", "a variant name")
 
     def to_spec(self) -> LoraSpec:
         """The equivalent spec, keeping PEFT's matching rules (list: suffixes; str: full regex)."""
@@ -138,7 +140,7 @@ class AdapterConfig:
         return LoraSpec(
             r=self.r, alpha=float(self.lora_alpha), dropout=float(self.lora_dropout), targets=targets,
             layers=layers, rslora=self.use_rslora, dora=self.use_dora, bias=self.bias, modules_to_save=tuple(self.modules_to_save or ()),
-            rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
+            rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, variant_name=self.lorakit.get("variant"),
         )
 
 

@@ -176,7 +176,8 @@ def config_for(model: nn.Module, *, task_type: str | None = None, base_model: st
             rank_pattern[re.escape(t.path)] = t.rank * m
         if alpha != alpha0:
             alpha_pattern[re.escape(t.path)] = alpha
-    lorakit = {"targets": list(spec.targets), **({"slices": slices} if slices else {}), **(extra or {})}
+    lorakit = {"targets": list(spec.targets), **({"slices": slices} if slices else {}),
+               **({"variant": spec.variant_name} if spec.variant_name else {}), **(extra or {})}
     return AdapterConfig(
         r=r, lora_alpha=alpha0, lora_dropout=spec.dropout, target_modules=names,
         layers_to_transform=layers_to_transform, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
