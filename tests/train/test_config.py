@@ -70,6 +70,17 @@ def test_resolve_fills_task_defaults() -> None:
         TrainConfig(task="generate").resolve("classify", "minilm", "sst2")
 
 
+def test_batch_size_defaults_by_task_and_fits_grad_accum() -> None:
+    # Generation: batch 8 at lr 1e-3, the setting the E2E search found best; classification keeps 32.
+    gen = TrainConfig().resolve("generate", "smollm2", "e2e")
+    assert (gen.batch_size, gen.lr) == (8, 1e-3)
+    assert TrainConfig().resolve("classify", "minilm", "sst2").batch_size == 32
+    assert TrainConfig(grad_accum=3).resolve("generate", "smollm2", "e2e").batch_size == 9  # rounded up
+    assert TrainConfig(batch_size=12).resolve("generate", "smollm2", "e2e").batch_size == 12  # given: kept
+    with pytest.raises(ValueError, match="not divisible"):
+        TrainConfig(batch_size=10, grad_accum=3)
+
+
 def test_list_options_take_commas_as_the_cli_does(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text('targets = "query,value"\nreport_to = ["tensorboard", "mlflow"]\nrank_pattern = "query=4,value=2"\n')

@@ -4,7 +4,7 @@ The CLI (``lorakit train``) and config files (TOML or YAML) are views of this da
 one option (``max_steps`` ↔ ``--max-steps`` ↔ ``max_steps = 100`` / ``max-steps: 100``), its help text
 lives next to it, and an unknown key or option is an error that names it.
 
-Options whose best value depends on the task or the method (``lr``, ``max_length``,
+Options whose best value depends on the task or the method (``lr``, ``batch_size``, ``max_length``,
 ``test_split``) default to ``None`` and are resolved by :meth:`TrainConfig.resolve` once the task is
 known; the table is :data:`DEFAULT_LR` (documented in ``lorakit train --help``).
 """
@@ -28,13 +28,18 @@ from lorakit.models.precision import BASE_DTYPES
 
 # (method, task) -> peak learning rate. LoRA on a small sentence encoder wants a high rate (its head
 # starts from scratch and B from zero); full fine-tuning the usual 2e-5 (Devlin et al.); BitFit 1e-3.
+# LoRA generation: 1e-3 at batch 8, the best of the E2E search (benchmarks/results/nlg_search*.md: q,v r=8,
+# one epoch: 1e-3 57.4 BLEU, 2e-3 57.2, 3e-3 56.3; the earlier 2e-4 at batch 32 gave a user 4x fewer updates).
 DEFAULT_LR: dict[tuple[str, str], float] = {
-    ("lora", "classify"): 2e-3, ("lora", "generate"): 2e-4,
+    ("lora", "classify"): 2e-3, ("lora", "generate"): 1e-3,
     ("full", "classify"): 2e-5, ("full", "generate"): 2e-5,
     ("bitfit", "classify"): 2e-3, ("bitfit", "generate"): 5e-4,
 }
 # task -> tokens kept per example: SST-2 sentences fit in 64 word pieces; E2E prompt + reference in 192.
 DEFAULT_MAX_LENGTH = {"classify": 64, "generate": 192}
+# task -> examples per optimizer step: generation data sets are a few thousand pairs (E2E: 4.2k), where batch
+# 8 gives 530 updates an epoch; the E2E search ran at batch 8. Classification keeps the usual 32.
+DEFAULT_BATCH_SIZE = {"classify": 32, "generate": 8}
 # task -> split of the final report: GLUE-style dev accuracy for classification, E2E test for generation.
 DEFAULT_TEST_SPLIT = {"classify": "dev", "generate": "test"}
 LORA_INITS = tuple(INITS)  # the registered inits (lorakit.core registers the built-in ones on import)
@@ -88,13 +93,14 @@ class TrainConfig:
     full: bool = _opt(False, "baseline: full fine-tuning of every weight (no adapter)")
     bitfit: bool = _opt(False, "baseline: train only the biases (plus the classification head)")
     # -- optimisation ---------------------------------------------------------------------------
-    lr: float | None = _opt(None, "peak learning rate (default: classify 2e-3 LoRA/BitFit, 2e-5 full; generate 2e-4 LoRA, 2e-5 full)")
+    lr: float | None = _opt(None, "peak learning rate (default: classify 2e-3 LoRA/BitFit, 2e-5 full; generate 1e-3 LoRA, 2e-5 full)")
     weight_decay: float = _opt(0.01, "AdamW weight decay")
     warmup_ratio: float = _opt(0.06, "fraction of the steps spent warming the rate up linearly")
     decay: str = _opt("linear", "decay after warm-up: linear, cosine or constant", choices=DECAYS)
     epochs: float = _opt(2.0, "passes over the training split (fractions allowed)")
     max_steps: int | None = _opt(None, "stop after this many optimizer steps (caps --epochs)")
-    batch_size: int = _opt(32, "examples per optimizer step, over all processes and accumulation steps")
+    batch_size: int | None = _opt(None, "examples per optimizer step, over all processes and accumulation steps "
+                                  "(default: classify 32, generate 8)")
     grad_accum: int = _opt(1, "split each batch into this many micro-batches (same math, less memory)")
     max_grad_norm: float = _opt(1.0, "clip the gradient norm to this (0 turns clipping off)")
     max_length: int | None = _opt(None, "tokens kept per example (default: classify 64, generate 192)")
@@ -142,9 +148,9 @@ class TrainConfig:
         for name, allowed in (("task", TASKS), ("device", DEVICES), ("decay", DECAYS)):
             if getattr(self, name) not in allowed:
                 raise LorakitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        positive = ["batch_size", "grad_accum", "eval_batch_size", "num_beams", "max_new_tokens",
+        positive = ["grad_accum", "eval_batch_size", "num_beams", "max_new_tokens",
                     "log_every", "max_bad_steps", "pad_multiple"]
-        positive += [n for n in ("max_steps", "max_length", "eval_limit", "checkpoint_every", "threads")
+        positive += [n for n in ("batch_size", "max_steps", "max_length", "eval_limit", "checkpoint_every", "threads")
                      if getattr(self, n) is not None]
         for name in positive:
             if getattr(self, name) < 1:
@@ -155,7 +161,7 @@ class TrainConfig:
             raise LorakitError(f"length_penalty must be a finite number, got {self.length_penalty!r}")
         if self.eval_every is not None and self.eval_every < 0:
             raise LorakitError(f"eval_every must be >= 0, got {self.eval_every}")
-        if self.batch_size % self.grad_accum:
+        if self.batch_size is not None and self.batch_size % self.grad_accum:
             raise LorakitError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         for name in ("epochs",) + (("lr",) if self.lr is not None else ()):
             value = getattr(self, name)
@@ -212,6 +218,7 @@ class TrainConfig:
             self, task=task, out=out,
             lr=self.lr if self.lr is not None else DEFAULT_LR[(self.method, task)],
             max_length=self.max_length or DEFAULT_MAX_LENGTH[task],
+            batch_size=self.batch_size or _divisible(DEFAULT_BATCH_SIZE[task], self.grad_accum),
             test_split=self.test_split or DEFAULT_TEST_SPLIT[task],
         )
 
@@ -235,6 +242,11 @@ class TrainConfig:
             return cls(**kwargs)
         except ValueError as exc:
             raise LorakitError(f"{source}: {exc}") from None
+
+
+def _divisible(batch: int, grad_accum: int) -> int:
+    """The default ``batch`` rounded up to a multiple of ``grad_accum`` (so --grad-accum 3 alone still works)."""
+    return math.ceil(batch / grad_accum) * grad_accum
 
 
 def split_list(items: Iterable[str]) -> tuple[str, ...]:

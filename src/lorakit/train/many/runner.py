@@ -70,7 +70,7 @@ def train_many(jobs: Mapping[str, TrainConfig] | str | Path, out: str | Path, *,
     if first.threads:
         torch.set_num_threads(first.threads)
     ctx = init_distributed(first.device)
-    max_rows = resolve_max_rows(max_rows, ctx.device, configs.values())
+    check_max_rows(max_rows)  # a bad value is an error before any model is loaded
     if ctx.world_size != 1:
         raise LorakitError("train-many runs in one process (its jobs share the model); run it without torchrun")
     memory = PeakMemory(ctx.device)
@@ -86,6 +86,8 @@ def train_many(jobs: Mapping[str, TrainConfig] | str | Path, out: str | Path, *,
         if first.checkpointing:  # recomputed blocks must replay each job's rows and dropout stream
             enable_checkpointing(sm.model, sm.rows.checkpoint_contexts)
         memory.phase("train")
+        # "auto" is decided from the resolved configs: a job's batch size may be its task's default.
+        max_rows = resolve_max_rows(max_rows, ctx.device, [j.p.cfg for j in live])
         for job in live:
             _guard(job, lambda job=job: start(job, sm, ctx, progress))
         try:
@@ -214,16 +216,22 @@ def resolve_max_rows(value: int | str | None, device: torch.device, configs: Ite
     forward); ``"auto"`` (the default): ``"all"`` on a GPU, whose throughput grows with the batch, and
     the largest job's micro-batch on a CPU, where one big forward is no faster per row (measured:
     benchmarks/README.md "train-many") but holds every job's activations and pads every job to the
-    longest. Raises ValueError for anything else."""
+    longest. ``configs`` are resolved (:meth:`TrainConfig.resolve`: their batch sizes are numbers).
+    Raises LorakitError for anything else (see :func:`check_max_rows`)."""
+    check_max_rows(value)
     if value is None or value == "auto":
         if device.type == "cuda":
             return None
         return max(cfg.batch_size // max(cfg.grad_accum, 1) for cfg in configs)
-    if value == "all":
-        return None
+    return None if value == "all" else value
+
+
+def check_max_rows(value: int | str | None) -> None:
+    """Raise LorakitError unless ``value`` is a positive number of rows, ``"auto"``, ``"all"`` or None."""
+    if value is None or value in ("auto", "all"):
+        return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise LorakitError(f"max_rows must be a positive number of rows, 'auto' or 'all', got {value!r}")
-    return value
 
 
 def row_chunks(parts: list[tuple[Job, dict]], max_rows: int | None) -> list[list[tuple[Job, dict]]]:
