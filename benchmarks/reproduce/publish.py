@@ -82,7 +82,8 @@ def eval_args(model: str, data: str, folder: Path, cfg: dict, eval_limit: int | 
     ``eval_limit`` None scores every test MR (the training run must have scored them all too).
     """
     rel = folder.relative_to(REPO)
-    args = [model, data, "--adapter", str(rel), "--split", cfg["test_split"]]
+    # The base precision the run trained and reported in (its train_config.json), pinned: "auto" differs by machine.
+    args = [model, data, "--adapter", str(rel), "--split", cfg["test_split"], "--base-dtype", cfg["base_dtype"]]
     if cfg["task"] == "classify":
         return args + ["--max-length", str(cfg["max_length"])]
     limit = ["--limit", str(eval_limit)] if eval_limit else []
@@ -133,7 +134,7 @@ in PEFT's layout, one folder each with a card (`README.md`: data, training comma
 written by `python -m benchmarks.reproduce.publish`, which re-evaluates every copy with the command its
 card shows. From a fresh checkout, after `scripts/install.sh`:
 
-    .venv/bin/lorakit eval minilm sst2 --adapter adapters/minilm/sst2 --split test --max-length 64
+    .venv/bin/lorakit eval minilm sst2 --adapter adapters/minilm/sst2 --split test --max-length 64 --base-dtype fp32
     .venv/bin/lorakit serve smollm2 --adapters adapters/smollm2      # then ask for model "e2e"
 
 | adapter | base | targets | rank | score (test) | size | trained with |

@@ -26,7 +26,7 @@ from lorakit.io.config import TASK_OF_PEFT_TYPE
 from lorakit.train.config import DEFAULT_MAX_LENGTH
 
 # TrainConfig fields eval shares with train (cli/options.py): same names, formats and defaults.
-SHARED = ("data_root", "max_length", "eval_limit", "eval_batch_size", "generation", "seed", "runtime")
+SHARED = ("data_root", "max_length", "eval_limit", "eval_batch_size", "generation", "seed", "runtime", "base_dtype")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +61,7 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
 
     from lorakit.data import load_dataset
     from lorakit.models import load_model
+    from lorakit.models.precision import QUANTIZED, finish_base_precision, load_dtype, resolve_base_dtype
     from lorakit.train.distributed import resolve_device
     from lorakit.train.evaluate import evaluate_dataset
     from lorakit.train.runner import DATA_SPLIT_SEED, seed_everything
@@ -78,14 +79,22 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
         if task != dataset.task:
             raise LorakitError(f"the adapter was trained for {task} ({adapter.config.task_type}) but "
                                f"{args.data!r} is a {dataset.task} data set")
+    device = resolve_device(args.device)
+    base_dtype = resolve_base_dtype(args.base_dtype, device)
+    if base_dtype in QUANTIZED:
+        raise LorakitError(f"lorakit eval runs a float base (fp32, bf16, fp16), not {base_dtype}")
     seed_everything(args.seed)  # an untrained head is random: make "before" numbers reproducible
-    loaded = load_model(args.model, dataset.task,
+    loaded = load_model(args.model, dataset.task, dtype=load_dtype(base_dtype, device),
                         num_labels=dataset.num_labels if dataset.task == "classify" else None)
-    model = loaded.model.to(resolve_device(args.device))
+    model = loaded.model.to(device)
     if adapter is not None:
         from lorakit.io import load_adapter
 
-        load_adapter(model, adapter)
+        load_adapter(model, adapter, trainable=True)
+    # The precision training evaluated in: adapter (and head) in fp32 over the base type, so that the
+    # figure a training run reported is reproduced by this command over the same --base-dtype.
+    finish_base_precision(model, base_dtype, device)
+    model.requires_grad_(False)
     started = time.perf_counter()
     max_length = args.max_length or max_length_for(args.adapter, dataset.task)
     metrics = evaluate_dataset(model, loaded.tokenizer, dataset, batch_size=args.eval_batch_size,
@@ -93,7 +102,8 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
                                no_repeat_ngram_size=args.no_repeat_ngram_size, max_new_tokens=args.max_new_tokens,
                                progress=args.progress)
     return {"model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split,
-            "task": dataset.task, "limit": args.eval_limit, "max_length": max_length, "num_beams": args.num_beams,
+            "task": dataset.task, "limit": args.eval_limit, "max_length": max_length, "base_dtype": base_dtype,
+            "num_beams": args.num_beams,
             "seconds": time.perf_counter() - started, "metrics": metrics}
 
 
