@@ -79,6 +79,26 @@ def test_train_generate_reports_base_and_adapter_bleu(tiny, tmp_path: Path, caps
     assert "(2 examples; beam 3, length penalty 0.9, no repeated 4-gram, up to 6 new tokens," in title
 
 
+@pytest.mark.parametrize("base_dtype", ["fp32", "bf16"])
+def test_eval_over_the_training_base_dtype_reproduces_the_run_report(tiny, tmp_path: Path, base_dtype: str,
+                                                                      capsys) -> None:
+    out = tmp_path / "gen"
+    assert main(["train", str(tiny["llama"]), str(tiny["gen"]), "--out", str(out), "--max-steps", "3",
+                 "--eval-limit", "4", "--max-new-tokens", "6", "--lr", "1e-2", "--no-base-eval",
+                 "--base-dtype", base_dtype, *FAST]) == 0
+    trained = json.loads((out / "metrics.json").read_text())["test"]
+    report = tmp_path / "eval.json"
+    assert main(["eval", str(tiny["llama"]), str(tiny["gen"]), "--adapter", str(out / "adapter"), "--limit", "4",
+                 "--max-new-tokens", "6", "--base-dtype", base_dtype, "--json", str(report), "--no-progress"]) == 0
+    evaluated = json.loads(report.read_text())
+    assert evaluated["base_dtype"] == base_dtype
+    for name in ("bleu", "nist", "rouge_l", "chrf"):
+        assert evaluated["metrics"][name] == pytest.approx(trained[name], abs=1e-9), name
+    # A quantized base is train's option only: eval says so in one line.
+    assert main(["eval", str(tiny["llama"]), str(tiny["gen"]), "--base-dtype", "int8", "--limit", "1"]) != 0
+    assert "error: lorakit eval runs a float base" in capsys.readouterr().err
+
+
 def test_full_fine_tuning_saves_a_model_folder(tiny, tmp_path: Path) -> None:
     out = tmp_path / "full"
     assert main(["train", str(tiny["bert"]), str(tiny["cls"]), "--full", "--out", str(out), "--max-steps", "2",
