@@ -199,6 +199,7 @@ def main() -> None:
     attempted = {r.labels["method"] for r in rows}
     carried = [line for method, line in old.items() if method not in attempted]
     table: list[dict] = []
+    measured = False
     # The results are rewritten after every row: a sweep of many 35-minute rows that is stopped keeps
     # every row it finished (its run folder may not survive a fresh machine; the results file does).
     for row in rows:
@@ -208,14 +209,23 @@ def main() -> None:
         result = run_row(row, args.timeout)
         if result is not None:
             table.append(summarise(row, result))
+            measured = True
             write_table(args, carried + table, len(carried) + len(rows))
     # Beam rows after every greedy row: a stopped sweep has its greedy table first.
     for row in rows:
         if args.beam and row.verb == "train" and (result := read_row(row)) is not None \
                 and (done := [n for n, line in enumerate(table) if line["runs"] == [row.key]]):
             beam = beam_row(row, result, args.eval_limit, args.threads)
-            table[done[0]] = add_beam(table[done[0]], beam, run_row(beam, args.timeout))
-            write_table(args, carried + table, len(carried) + len(rows))
+            if (scores := run_row(beam, args.timeout)) is not None:
+                table[done[0]] = add_beam(table[done[0]], beam, scores)
+                measured = True
+                write_table(args, carried + table, len(carried) + len(rows))
+    # A run that measured nothing new (every row carried, or only a beam step that failed or could not
+    # run because its run folder is gone) keeps the earlier file: rewriting it would record this
+    # command line for figures an earlier command measured.
+    if not measured:
+        print(f"nothing new measured: results/{args.name}.{{json,md}} kept as they were")
+        return
     for path in write_table(args, carried + table, len(carried) + len(rows)):
         print("wrote", path)
 

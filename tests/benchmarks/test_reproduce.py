@@ -134,3 +134,22 @@ def test_nlg_beam_rows_decode_each_trained_row_with_the_papers_beam_search(runs)
     line = nlg.add_beam({"method": "m", "bleu": 50.0}, beam, {"metrics": {"bleu": 51.0, "nist": 5.0}})
     assert line["bleu"] == 50.0 and line["bleu_beam"] == 51.0 and line["nist_beam"] == 5.0
     assert nlg.add_beam({"bleu": 1.0}, beam, None) == {"bleu": 1.0}  # not scored yet: the line as it was
+
+
+def test_nlg_keeps_the_earlier_results_file_when_nothing_new_is_measured(runs, tmp_path, monkeypatch, capsys) -> None:
+    # A carried row (same command, run folder gone) whose beam step cannot run: the file must stay
+    # as the earlier command wrote it, not be rewritten under this command line.
+    rows = nlg.train_rows(40, 630, 2, epochs=2, lrs={"lora-qv-r8": ["1e-3"]}, base_dtype="bf16")
+    (row,) = [r for r in rows if r.labels["method"] == "lora-qv-r8@1e-3"]
+    monkeypatch.setattr(nlg, "RESULTS", tmp_path)
+    earlier = {"machine": {"date": "then", "command": "the earlier command"}, "epochs": 2.0, "eval_limit": 630,
+               "table": [{"method": row.labels["method"], "commands": [row.command], "runs": [row.key], "bleu": 58.0}]}
+    (tmp_path / "search.json").write_text(json.dumps(earlier), encoding="utf-8")
+    monkeypatch.setattr(nlg, "run_row", lambda *a, **k: pytest.fail("a carried row was re-run"))
+    monkeypatch.setattr(nlg, "write_results", lambda *a, **k: pytest.fail("the earlier file was rewritten"))
+    monkeypatch.setattr(sys, "argv", ["nlg", "--name", "search", "--epochs", "2", "--eval-limit", "630", "--threads", "2",
+                                      "--methods", "lora-qv-r8", "--lrs", "lora-qv-r8=1e-3", "--base-dtype", "bf16",
+                                      "--beam"])
+    nlg.main()
+    assert "nothing new measured" in capsys.readouterr().out
+    assert json.loads((tmp_path / "search.json").read_text(encoding="utf-8")) == earlier
