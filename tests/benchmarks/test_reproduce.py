@@ -153,3 +153,14 @@ def test_nlg_keeps_the_earlier_results_file_when_nothing_new_is_measured(runs, t
     nlg.main()
     assert "nothing new measured" in capsys.readouterr().out
     assert json.loads((tmp_path / "search.json").read_text(encoding="utf-8")) == earlier
+
+
+def test_decoding_rows_differ_only_in_the_papers_beam_search(runs) -> None:
+    from benchmarks.reproduce import decoding
+
+    greedy, beam = decoding.decoding_rows("adapters/smollm2/e2e", 630, 50, 64, "bf16", 2)
+    assert greedy.verb == beam.verb == "eval" and greedy.key != beam.key
+    assert beam.args == (*greedy.args, *nlg.BEAM)
+    text = " ".join(greedy.args)
+    assert text.startswith("smollm2 e2e --adapter adapters/smollm2/e2e --split test --limit 630 --batch-size 50")
+    assert "--base-dtype bf16" in text  # the precision the card reports in, pinned
