@@ -168,3 +168,27 @@ def test_sigkill_mid_run_then_resume_is_bitwise_identical(tiny, tmp_path: Path) 
         assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "killed" / name).read_bytes(), name
     killed_log = [json.loads(ln) for ln in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in killed_log if "loss" in r] == [10, 16]  # 2 epochs of 64 examples
+
+
+def test_the_generation_defaults_are_the_best_searched_e2e_recipe() -> None:
+    # `lorakit train smollm2 e2e` with no options must train as the best row of the E2E search did
+    # (results/nlg_search_e2.json; the published adapter): only where it writes, what it evaluates
+    # and the pinned base precision (auto is bf16 only where the CPU has it) may differ.
+    import dataclasses
+
+    from benchmarks.common import RESULTS
+    from lorakit.cli.main import build_parser
+    from lorakit.cli.train import config_from_args
+
+    best = max(json.loads((RESULTS / "nlg_search_e2.json").read_text())["table"], key=lambda line: line["bleu"])
+    (command,) = best["commands"]
+    parser = build_parser()
+
+    def resolved(argv: list[str]) -> dict:
+        cfg = config_from_args(parser.parse_args(argv)).resolve("generate", "smollm2", "e2e")
+        return dataclasses.asdict(cfg)
+
+    searched, default = resolved(command.split()[1:]), resolved(["train", "smollm2", "e2e"])
+    where = {"out", "eval_every", "base_eval", "eval_limit", "eval_batch_size", "threads", "base_dtype"}
+    assert {k: v for k, v in searched.items() if k not in where} == {k: v for k, v in default.items() if k not in where}
+    assert searched["base_dtype"] == "bf16" and default["base_dtype"] == "auto"
