@@ -69,7 +69,8 @@ def git_state(repo: Path = REPO) -> dict[str, Any]:
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # Results files a running sweep has just rewritten are not code: they do not make the checkout dirty.
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 

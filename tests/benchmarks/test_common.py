@@ -95,3 +95,24 @@ def test_a_server_log_is_kept_as_a_short_tail(tmp_path: Path) -> None:
     log.write_text("\n".join(f"line {i}" for i in range(500)))
     kept = serve_vs_vllm.keep_log_tail(log, tmp_path / "out" / "x.log", lines=5)
     assert Path(kept).read_text().splitlines() == [f"line {i}" for i in range(495, 500)]
+
+
+def test_rewritten_results_files_do_not_make_the_checkout_dirty(tmp_path) -> None:
+    import subprocess
+
+    from benchmarks.common import git_state
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text('{"new": 1}')  # a sweep just wrote it
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)["dirty"] is True
