@@ -164,3 +164,32 @@ def test_decoding_rows_differ_only_in_the_papers_beam_search(runs) -> None:
     text = " ".join(greedy.args)
     assert text.startswith("smollm2 e2e --adapter adapters/smollm2/e2e --split test --limit 630 --batch-size 50")
     assert "--base-dtype bf16" in text  # the precision the card reports in, pinned
+
+
+def test_the_defaults_folder_is_an_honest_rewrite_of_e2e_that_lorakit_reads_as_a_user_folder(data_root, tmp_path) -> None:
+    from benchmarks.reproduce import defaults
+    from lorakit.data import load_dataset
+    from lorakit.data.recipes import E2E_PROMPT_PREFIX
+
+    sizes = defaults.write_folder(tmp_path / "dir", str(data_root))
+    train = load_dataset(str(tmp_path / "dir"), "train")  # lorakit's own held-out dev split leaves these
+    test = load_dataset(str(tmp_path / "dir"), "test")
+    recipe_test = load_dataset("e2e", "test", str(data_root))
+    assert train.task == test.task == "generate" and sizes["test"] == len(test) == len(recipe_test) == 630
+    assert 1_000 < sizes["train"] < 3_000  # "a few thousand rows", as a user's folder would have
+    # Every test prompt keeps all the recipe's references; no test prompt was trained on.
+    assert [e.references for e in test.examples] == [e.references for e in recipe_test.examples]
+    assert not {e.prompt for e in train.examples} & {e.prompt for e in test.examples}
+    first = train.examples[0].prompt
+    assert not first.startswith(E2E_PROMPT_PREFIX) and "\n- name: " in first and "[" not in first
+
+
+def test_defaults_rows_differ_from_the_defaults_row_only_in_their_searched_knobs(tmp_path) -> None:
+    from benchmarks.reproduce import defaults
+
+    rows = {r.labels["name"]: r for r in defaults.search_rows(list(defaults.SEARCH), tmp_path, 2)}
+    base = rows.pop("defaults").args
+    assert base == ("smollm2", str(tmp_path), "--base-dtype", "bf16", "--threads", "2")  # nothing searched passed
+    for name, row in rows.items():
+        extra = [a for a in row.args if a not in base]
+        assert extra == [*defaults.SEARCH[name][1], "--no-base-eval"], name
