@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import REPO as ROOT
-from benchmarks.common import RESULTS, machine
+from benchmarks.common import RESULTS, machine, provenance_line, write_results
 
 PROMPT = ("Describe this restaurant in one sentence: name[The Eagle], eatType[coffee shop], food[French], "
           "priceRange[moderate], customer rating[3 out of 5], area[riverside], kidsFriendly[yes], near[Burger King]")
@@ -70,6 +70,22 @@ def worker(args) -> None:
     print(json.dumps(out), flush=True)
 
 
+def write(args, configs: list[tuple[str, str, str]], runs: dict[str, list[dict]],
+          argv: list[str] | None = None) -> None:
+    """``<out>/serve_decode.{json,md}``: every rep and the medians, with the run's provenance (``machine``)."""
+    med = {label: {s: statistics.median(r[s] for r in rs) for s in args.scenarios} for label, rs in runs.items()}
+    info = machine(argv, "benchmarks.serve_decode")
+    lines = [f"# Decode tokens/s, {args.model}, batch {args.batch}, {args.tokens} new tokens, {args.threads} threads, "
+             f"median of {args.reps} alternated reps", "", provenance_line(info), "", "    " + info["command"], "",
+             "| config | src:dtype | " + " | ".join(f"{s} tok/s" for s in args.scenarios) + " |",
+             "|---|---|" + "---|" * len(args.scenarios)]
+    lines += [f"| {label} | {src}:{dtype} | " + " | ".join(f"{med[label][s]:.2f}" for s in args.scenarios) + " |"
+              for label, src, dtype in configs]
+    write_results("serve_decode", {"machine": info, "configs": configs, "runs": runs, "median": med},
+                  "\n".join(lines) + "\n", out=args.out)
+    print("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Alternate the configs over reps in worker processes; write the medians."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -100,18 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                                   capture_output=True, text=True, check=True)
             runs[label].append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"rep {rep} {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[label][-1].items()), flush=True)
-    med = {label: {s: statistics.median(r[s] for r in rs) for s in args.scenarios} for label, rs in runs.items()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_decode.json").write_text(json.dumps({"machine": machine(argv), "configs": configs, "runs": runs,
-                                                            "median": med}, indent=1))
-    lines = [f"# Decode tokens/s, {args.model}, batch {args.batch}, {args.tokens} new tokens, {args.threads} threads, "
-             f"median of {args.reps} alternated reps", "", "    " + machine(argv)["command"], "",
-             "| config | src:dtype | " + " | ".join(f"{s} tok/s" for s in args.scenarios) + " |",
-             "|---|---|" + "---|" * len(args.scenarios)]
-    lines += [f"| {label} | {src}:{dtype} | " + " | ".join(f"{med[label][s]:.2f}" for s in args.scenarios) + " |"
-              for label, src, dtype in configs]
-    (args.out / "serve_decode.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write(args, configs, runs, argv)
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from benchmarks.common import machine
+from benchmarks.common import machine, provenance_line, write_results
 from benchmarks.serve_mixed import TEXT, make_adapters
 from lorakit.serve import LoraServer
 from lorakit.serve.http import BackgroundServer, HttpSettings, create_app
@@ -72,6 +71,29 @@ async def drive(url: str, key: str, models: list[str], args) -> tuple[list[dict]
     return records, time.perf_counter() - start
 
 
+def write(res: dict, out: Path, argv: list[str] | None = None) -> None:
+    """``OUT.json`` (``res`` with the run's provenance under ``machine``) and ``OUT.md``, the table."""
+    info = machine(argv, "benchmarks.serve_load")
+    md = [
+        f"# HTTP load: {res['model']}, {res['clients']} concurrent clients over {res['adapters']} adapters",
+        "",
+        provenance_line(info),
+        "",
+        f"uvicorn on 127.0.0.1, lorakit engine (continuous batching, max batch {res['clients']}), "
+        f"{res['requests_per_client']} requests per client, max_tokens {res['max_tokens']}, temperature 0.7 "
+        f"(seeded), {res['threads']} torch threads, at most {res['max_loaded']} adapters resident "
+        f"({res['adapter_evictions']} LRU evictions during the run); load average at the end "
+        f"{res['load_average'][0]:.1f} (shared machine).",
+        "",
+        "| requests | errors | wall s | requests/s | tokens/s | p50 latency s | p99 latency s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {res['requests']} | {res['errors']} | {res['wall_s']:.1f} | {res['requests_per_s']:.3f} | {res['tokens_per_s']:.2f} "
+        f"| {res['latency_p50_s']:.2f} | {res['latency_p99_s']:.2f} |",
+    ]
+    write_results(out.stem, {"machine": info, **res}, "\n".join(md) + "\n", out=out.parent)
+    print("\n".join(md))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start the server, run the clients, write the results."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -117,26 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_mean_s": statistics.fmean(latencies) if latencies else float("nan"),
         "completion_tokens": tokens, "adapter_evictions": evictions, "load_average": os.getloadavg(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    res = {"machine": machine(argv), **res}
-    out.with_suffix(".json").write_text(json.dumps(res, indent=2))
-    md = [
-        f"# HTTP load: {res['model']}, {res['clients']} concurrent clients over {res['adapters']} adapters",
-        "",
-        f"uvicorn on 127.0.0.1, lorakit engine (continuous batching, max batch {args.clients}), "
-        f"{res['requests_per_client']} requests per client, max_tokens {res['max_tokens']}, temperature 0.7 "
-        f"(seeded), {res['threads']} torch threads, at most {res['max_loaded']} adapters resident "
-        f"({res['adapter_evictions']} LRU evictions during the run); load average at the end "
-        f"{res['load_average'][0]:.1f} (shared machine).",
-        "",
-        "| requests | errors | wall s | requests/s | tokens/s | p50 latency s | p99 latency s |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {res['requests']} | {res['errors']} | {wall:.1f} | {res['requests_per_s']:.3f} | {res['tokens_per_s']:.2f} "
-        f"| {res['latency_p50_s']:.2f} | {res['latency_p99_s']:.2f} |",
-    ]
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write(res, Path(args.out), argv)
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import statistics
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 
 import lorakit
-from benchmarks.common import machine
+from benchmarks.common import machine, provenance_line, write_results
 from lorakit.core import lora_layers
 from lorakit.io import read_adapter
 from lorakit.serve import Engine, GenerationRequest, LoraServer, SamplingParams
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [f"a{i}" for i in range(8)]
     rows = prompts(tok, 8, args.prompt_tokens)
     new, reps = args.new_tokens, args.reps
-    res: dict = {"machine": machine(argv), "model": args.model, "prompts": len(rows), "prompt_tokens": args.prompt_tokens, "new_tokens": new,
+    res: dict = {"model": args.model, "prompts": len(rows), "prompt_tokens": args.prompt_tokens, "new_tokens": new,
                  "reps": reps, "threads": args.threads, "torch": torch.__version__, "arch": platform.machine(),
                  "cpus": os.cpu_count(), "load_average_start": os.getloadavg()}
 
@@ -228,14 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     res["scale_rows"], res["scale_prompt_tokens"], res["scale_new_tokens"] = (
         args.scale_rows, args.scale_prompt_tokens, args.scale_new_tokens)
     res["load_average_end"] = os.getloadavg()
-    write(res, Path(args.out))
+    write(res, Path(args.out), argv)
     return 0
 
 
-def write(res: dict, out: Path) -> None:
-    """JSON as measured, and a markdown table."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=2))
+def write(res: dict, out: Path, argv: list[str] | None = None) -> None:
+    """``OUT.json`` as measured (with the run's provenance under ``machine``), and ``OUT.md``, a markdown table."""
+    info = machine(argv, "benchmarks.serve_mixed")
     s, r = res["scaling"], res["adapter_ready_ms"]
 
     def row(label: str, key: str) -> str:
@@ -244,6 +242,8 @@ def write(res: dict, out: Path) -> None:
     lines = [
         f"# Mixed-adapter batches: {res['model']}, {res['prompts']} prompts × {res['prompt_tokens']} tokens, "
         f"{res['new_tokens']} new tokens",
+        "",
+        provenance_line(info),
         "",
         f"CPU ({res['cpus']} cores, shared with other jobs), {res['threads']} torch threads, torch {res['torch']}. "
         f"Greedy, EOS ignored. One warm-up, then {res['reps']} rounds in which every setup runs once back to back; "
@@ -279,7 +279,7 @@ def write(res: dict, out: Path) -> None:
         *[f"| {k if k != '0' else '0 (base)'} | {v['wall_s']:.2f} | {v['cpu_s']:.2f} | {v['ms_per_token']:.1f} "
           f"| {v['cpu_ms_per_token']:.1f} | {v['decode_step_ms']:.0f} |" for k, v in s.items()],
     ]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(out.stem, {"machine": info, **res}, "\n".join(lines) + "\n", out=out.parent)
     print("\n".join(lines))
 
 
