@@ -21,8 +21,10 @@ for the vLLM server is an error that says so. vLLM's version is recorded in the 
 started as ``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 with
 ``VLLM_CPU_OMP_THREADS_BIND=0-1 VLLM_CPU_NUM_OF_RESERVED_CPU=0``; lorakit as ``python -m lorakit
 serve`` on 127.0.0.1 with 2 torch threads. Exact matches count, per scenario, the requests whose
-greedy text is the same on both servers. The last lines of each server's log are kept beside the
-results (``NAME-KIND[-base].log``), and the results name those files.
+greedy text is the same on both servers. Each server's whole log (stdout and stderr) is kept under
+``runs/serve_vs_vllm/NAME-DATE/`` (``--log-dir``), its last lines beside the results
+(``NAME-KIND[-base].log``); the results name both, and vLLM's version as its own interpreter's package
+metadata reports it.
 
     python -m benchmarks.serve_vs_vllm --vllm-python ../vllm-venv/bin/python   # results/serve_vs_vllm.{json,md}
     python -m benchmarks.serve_vs_vllm --servers lorakit --requests 2 --scenarios 1 --out /tmp/smoke  # a smoke test
@@ -40,16 +42,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
-from benchmarks.common import REPO, RESULTS, machine, write_results
+from benchmarks.common import REPO, RESULTS, machine, provenance_line, write_results
 
 SCENARIOS = ("base", "base-lora", "1", "4", "16")
 PREFIX = "Describe this restaurant in one sentence: "  # lorakit.data.recipes.E2E_PROMPT_PREFIX
 VLLM_PYTHON_ENV = "LORAKIT_VLLM_PYTHON"
 LOG_TAIL_LINES = 40  # kept per server log: enough for its version banner's end and any error
+LOGS = REPO / "runs" / "serve_vs_vllm"  # whole server logs (runs/ is not committed; too long for results/)
+# The installed distribution's version, as pip sees it, from the interpreter that runs vLLM (its own venv);
+# importing vllm first proves that interpreter can run it. The marker skips whatever vllm logs on import.
+VERSION_PROBE = "import importlib.metadata, vllm; print('vllm-version', importlib.metadata.version('vllm'))"
 
 
 def test_mrs(data_root: Path | None, count: int) -> list[str]:
@@ -68,13 +75,22 @@ def free_port() -> int:
 
 
 def vllm_python(path: str | None) -> tuple[str | None, str | None]:
-    """(``path``, vLLM's version) if that interpreter can import vllm, else (None, None)."""
+    """(``path``, vLLM's package version in that interpreter) if it can import vllm, else (None, None)."""
     if not path or not Path(path).exists():
         return None, None
-    probe = subprocess.run([path, "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True,
-                           timeout=300)
-    return (path, probe.stdout.strip().splitlines()[-1] if probe.stdout.strip() else None) \
-        if probe.returncode == 0 else (None, None)
+    probe = subprocess.run([path, "-c", VERSION_PROBE], capture_output=True, text=True, timeout=300)
+    found = [line.split()[-1] for line in probe.stdout.splitlines() if line.startswith("vllm-version ")]
+    return (path, found[-1] if found else None) if probe.returncode == 0 else (None, None)
+
+
+def shown(path: Path) -> str:
+    """``path`` as the results name it: relative to the repository when inside it."""
+    return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
+
+
+def log_dir(name: str, root: Path = LOGS) -> Path:
+    """A fresh folder for this run's whole server logs, ``root/NAME-<UTC time>``: no run overwrites another's."""
+    return root / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
 def keep_log_tail(log: Path, dest: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -82,7 +98,7 @@ def keep_log_tail(log: Path, dest: Path, lines: int = LOG_TAIL_LINES) -> str:
     text = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text("\n".join(text[-lines:]) + "\n", encoding="utf-8")
-    return str(dest.relative_to(REPO)) if dest.resolve().is_relative_to(REPO) else str(dest)
+    return shown(dest)
 
 
 def adapter_folder(adapter: Path, copies: int, root: Path) -> list[str]:
@@ -125,7 +141,9 @@ def start(kind: str, args, model_path: Path, adapters: Path, names: list[str], p
     else:
         env.update(VLLM_CPU_OMP_THREADS_BIND=f"0-{args.threads - 1}", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
         base = "base"
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as sink:  # the child holds its own copy of the descriptor
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + args.start_timeout
     url = f"http://127.0.0.1:{port}"
     while time.monotonic() < deadline:
@@ -190,11 +208,11 @@ def run_server(kind: str, args, model_path: Path, adapters: Path, names: list[st
                scenarios: list[str], lora: bool = True) -> dict:
     """Start ``kind`` (with or without LoRA), warm it up, run ``scenarios`` ``args.reps`` times each, stop it.
 
-    The full server log is written to a temporary file; its last lines are kept under ``args.out``.
+    The whole server log is written under ``args.log_dir``; its last lines are kept under ``args.out``.
     """
     port = free_port()
     stem = f"{args.name}-{kind}" + ("" if lora else "-base")
-    log = Path(tempfile.gettempdir()) / f"{stem}.log"
+    log = args.log_dir / f"{stem}.log"
     proc, base = start(kind, args, model_path, adapters, names, port, log, lora)
     url = f"http://127.0.0.1:{port}"
     results = {}
@@ -213,12 +231,13 @@ def run_server(kind: str, args, model_path: Path, adapters: Path, names: list[st
         stop(proc)
         kept = keep_log_tail(log, args.out / f"{stem}.log")
     for result in results.values():
-        result["server_log"] = kept
+        result["server_log"], result["server_log_full"] = kept, shown(log)
     return results
 
 
-def write(args, mrs: list[str], runs: dict, vllm_note: str, vllm_version: str | None) -> None:
-    """results/<name>.json (texts included, with vLLM's version and the server logs kept) and .md (the table)."""
+def write(args, mrs: list[str], runs: dict, vllm_note: str, vllm_version: str | None,
+          argv: list[str] | None = None) -> None:
+    """results/<name>.json (texts, vLLM's version, the server logs, the run's provenance) and .md (the table)."""
     rows = []
     for scenario in args.scenarios:
         if "lorakit" not in runs:  # --servers vllm
@@ -235,19 +254,23 @@ def write(args, mrs: list[str], runs: dict, vllm_note: str, vllm_version: str | 
                        exact_match=f"{same}/{len(ours['texts'])}")
         rows.append(row)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    info = machine()
+    info = machine(argv, "benchmarks.serve_vs_vllm")
     info["versions"]["vllm"] = vllm_version  # the vLLM that ran lives in its own venv, not this one
     logs = sorted({s["server_log"] for server in runs.values() for s in server.values()})
+    full_logs = sorted({s["server_log_full"] for server in runs.values() for s in server.values()})
+    vllm_logs = sorted({s["server_log_full"] for s in runs.get("vllm", {}).values()})
     cols = list(rows[0])
     lines = [f"# lorakit serve vs vLLM CPU ({args.model}, {args.requests} chat requests, {args.concurrency} "
              f"concurrent, max_tokens {args.max_tokens}, greedy; median of {args.reps})", "",
-             "    " + info["command"], "", f"vLLM: {vllm_note}", "",
+             provenance_line(info), "", "    " + info["command"], "", f"vLLM: {vllm_note}", "",
              "Scenario `base`: servers started without LoRA; `base-lora`: the base model on the LoRA-enabled "
-             f"servers. Server log tails: {', '.join(f'`{x}`' for x in logs)}.", "",
+             f"servers. Server log tails: {', '.join(f'`{x}`' for x in logs)}; whole logs: "
+             f"{', '.join(f'`{x}`' for x in full_logs)}.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     write_results(args.name, {"machine": info, "settings": settings, "mrs": mrs, "vllm": vllm_note,
-                              "vllm_version": vllm_version, "server_logs": logs, "rows": rows, "runs": runs},
+                              "vllm_version": vllm_version, "vllm_python": args.vllm_python, "vllm_logs": vllm_logs,
+                              "server_logs": logs, "server_full_logs": full_logs, "rows": rows, "runs": runs},
                   "\n".join(lines) + "\n", out=args.out)
     print("\n".join(lines))
 
@@ -277,7 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--request-timeout", type=float, default=1800.0)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="serve_vs_vllm", help="result file stem under --out")
+    p.add_argument("--log-dir", type=Path, default=None,
+                   help="where the whole server logs go (default: runs/serve_vs_vllm/NAME-<UTC time>)")
     args = p.parse_args(argv)
+    args.log_dir = args.log_dir or log_dir(args.name)
     if "vllm" in args.servers and not args.vllm_python:
         p.error(f"the vllm server needs --vllm-python PATH or ${VLLM_PYTHON_ENV}=PATH (the Python of a venv with "
                 "vllm installed; benchmarks/README.md shows how to build it), or run --servers lorakit")
@@ -307,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             if with_lora:
                 runs[kind].update(run_server(kind, args, model_path, adapters, names, mrs, with_lora))
             runs[kind] = {s: runs[kind][s] for s in args.scenarios}
-    write(args, mrs, runs, vllm_note, vllm_version)
+    write(args, mrs, runs, vllm_note, vllm_version, argv)
     return 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,61 @@ def test_rewritten_results_files_do_not_make_the_checkout_dirty(tmp_path) -> Non
     assert git_state(tmp_path)["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_state(tmp_path)["dirty"] is True
+
+
+def _vs_args(tmp_path: Path) -> argparse.Namespace:
+    return argparse.Namespace(model="smollm2", scenarios=["1"], requests=2, concurrency=2, max_tokens=4, reps=1,
+                              name="serve_vs_vllm", out=tmp_path, vllm_python="/venv/bin/python",
+                              log_dir=tmp_path / "logs", threads=1, start_timeout=60.0)
+
+
+def test_serve_vs_vllm_results_name_the_vllm_version_and_its_whole_log(tmp_path: Path, provenance) -> None:
+    def run(kind: str, text: str) -> dict:
+        return {"1": {"tok_per_s": 10.0, "runs_tok_per_s": [10.0], "failed": 0, "texts": [text, text],
+                      "server_log": f"tail/{kind}.log", "server_log_full": f"runs/serve_vs_vllm/x/{kind}.log"}}
+
+    runs = {"lorakit": run("lorakit", "same"), "vllm": run("vllm", "same")}
+    serve_vs_vllm.write(_vs_args(tmp_path), ["mr"], runs, "vllm 0.32.0 (dtype float32)", "0.32.0", ["--reps", "1"])
+    data = provenance(tmp_path / "serve_vs_vllm.json", tmp_path / "serve_vs_vllm.md",
+                      "python -m benchmarks.serve_vs_vllm --reps 1")
+    assert data["vllm_version"] == "0.32.0" and data["machine"]["versions"]["vllm"] == "0.32.0"
+    assert data["vllm_python"] == "/venv/bin/python" and data["vllm_logs"] == ["runs/serve_vs_vllm/x/vllm.log"]
+    assert data["server_full_logs"] == ["runs/serve_vs_vllm/x/lorakit.log", "runs/serve_vs_vllm/x/vllm.log"]
+    assert data["rows"][0]["exact_match"] == "2/2" and "vllm 0.32.0" in (tmp_path / "serve_vs_vllm.md").read_text()
+
+
+def _fake_python(tmp_path: Path, init: str, version: str = "0.32.1") -> str:
+    """An interpreter whose ``vllm`` package runs ``init`` on import and whose metadata says ``version``."""
+    site = tmp_path / "site"
+    (site / "vllm").mkdir(parents=True)
+    (site / "vllm" / "__init__.py").write_text(init)
+    dist = site / f"vllm-{version}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH="{site}" exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    return str(python)
+
+
+def test_vllm_version_is_its_interpreters_package_metadata(tmp_path: Path) -> None:
+    # What vllm prints on import and its __version__ attribute are not the installed package's version.
+    python = _fake_python(tmp_path, "print('INFO 0.0.0 platform cpu')\n__version__ = '0.0.0+dev'\n")
+    assert serve_vs_vllm.vllm_python(python) == (python, "0.32.1")
+
+
+def test_an_interpreter_that_cannot_import_vllm_runs_no_vllm(tmp_path: Path) -> None:
+    python = _fake_python(tmp_path, "raise ImportError('no CPU build')\n")
+    assert serve_vs_vllm.vllm_python(python) == (None, None)
+
+
+def test_a_servers_whole_output_goes_to_its_log_under_runs(tmp_path: Path, monkeypatch) -> None:
+    default = serve_vs_vllm.log_dir("serve_vs_vllm")
+    assert default.parent == common.REPO / "runs" / "serve_vs_vllm" and default.name.startswith("serve_vs_vllm-2")
+    fake = [sys.executable, "-c",
+            "import sys; print('to stdout', flush=True); print('to stderr', file=sys.stderr); sys.exit(3)"]
+    monkeypatch.setattr(serve_vs_vllm, "server_cmd", lambda *a, **k: fake)
+    log = serve_vs_vllm.log_dir("x", tmp_path / "runs") / "x-lorakit.log"
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        serve_vs_vllm.start("lorakit", _vs_args(tmp_path), Path("m"), tmp_path, [], 1, log)
+    assert log.read_text().splitlines() == ["to stdout", "to stderr"]
