@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import resource
 import sys
 import time
@@ -26,7 +25,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import RESULTS, machine
+from benchmarks.common import RESULTS, machine, write_results
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -34,6 +33,16 @@ def _percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def write(result: dict, out: Path, argv: list[str] | None = None) -> Path:
+    """``out`` (``NAME.json``): the campaign's outcomes, crashes, times and memory, with the run's provenance under ``machine``.
+
+    Through :func:`benchmarks.common.write_results`: atomic, so an interrupted run leaves no half file.
+    """
+    info = machine(argv, "benchmarks.reliability_fuzz")
+    path, _ = write_results(out.stem, {"machine": info, **result}, out=out.parent)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case-seconds", type=float, default=10.0, help="per-case deadline [default: %(default)s]")
     parser.add_argument("--replay-pool", type=int, default=300, help="cases kept for the memory replay")
     parser.add_argument("--replay-rounds", type=int, default=5, help="times the pool is re-run")
-    parser.add_argument("--out", default=str(RESULTS / "reliability_fuzz.json"))
+    parser.add_argument("--out", default=str(RESULTS / "reliability_fuzz.json"),
+                        help="the results file, NAME.json (any other suffix becomes .json) [default: %(default)s]")
     args = parser.parse_args(argv)
 
     import torch
@@ -201,11 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         "from_json": {"cases": sum(config_outcomes.values()), "outcomes": dict(config_outcomes),
                       "crashes": dict(config_crashes)},
         "seconds": total_seconds,
-        "machine": machine(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write(result, Path(args.out), argv)
     lp = result["load_path"]
     print(f"load path : {lp['cases']} cases ({dict(outcomes)}), {len(crashes)} distinct crashes, "
           f"{lp['hangs']} hangs; case time p50 {lp['case_ms']['p50']:.1f} ms, p99 {lp['case_ms']['p99']:.1f} ms, "

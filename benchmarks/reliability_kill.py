@@ -17,7 +17,6 @@ Writes ``benchmarks/results/reliability_kill.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import signal
@@ -27,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, RESULTS, machine
+from benchmarks.common import REPO, RESULTS, machine, write_results
 
 STEPS = 8
 
@@ -67,6 +66,16 @@ def real_chain(bert: Path, data: Path, out: Path, rng: random.Random, reference:
             "resume_exit": resumed.returncode, "exact": _adapter(out) == reference}
 
 
+def write(result: dict, out: Path, argv: list[str] | None = None) -> Path:
+    """``out`` (``NAME.json``): the figures and every kill, chain and resume, with the run's provenance under ``machine``.
+
+    Through :func:`benchmarks.common.write_results`: atomic, so an interrupted run leaves no half file.
+    """
+    info = machine(argv, "benchmarks.reliability_kill")
+    path, _ = write_results(out.stem, {"machine": info, **result}, out=out.parent)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chains and print the figures; exit 1 on any damaged checkpoint or inexact resume."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -74,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigterms", type=int, default=5, help="SIGTERM runs [default: %(default)s]")
     parser.add_argument("--real", type=int, default=3, help="chains with real subprocesses [default: %(default)s]")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", default=str(RESULTS / "reliability_kill.json"))
+    parser.add_argument("--out", default=str(RESULTS / "reliability_kill.json"),
+                        help="the results file, NAME.json (any other suffix becomes .json) [default: %(default)s]")
     args = parser.parse_args(argv)
 
     from benchmarks.reliability.killkit import Zygote, checkpoint_report
@@ -129,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
 
     n_kills = len(kills)
     result = {
-        "machine": machine(argv, "benchmarks.reliability_kill"),
         "seed": args.seed, "steps_per_run": STEPS, "reference_run_s": seconds,
         "kills": n_kills, "kills_during_checkpoint_write": sum(k["mid_write"] for k in kills),
         "intact_after_kill": sum(k["intact"] for k in kills),
@@ -144,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - started,
         "details": {"kills": kills, "chains": chains, "sigterms": sigterms, "real": real},
     }
-    out_path = Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    out_path = write(result, Path(args.out), argv)
     print(f"SIGKILL: {n_kills} kills ({result['kills_during_checkpoint_write']} during a checkpoint write) in "
           f"{len(chains)} chains; intact checkpoint after {result['intact_after_kill']}/{n_kills} kills; "
           f"bitwise-exact final adapter in {result['exact_chains']}/{len(chains)} chains "

@@ -21,9 +21,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import RESULTS, machine
+from benchmarks.common import RESULTS, machine, write_results
 
 PROMPTS = ["hello", "the cat sat", "LoRA is", "1 2 3 4", "why not?", "ok then"]
+
+
+def write(result: dict, out: Path, argv: list[str] | None = None) -> Path:
+    """``out`` (``NAME.json``): the load, replay and churn figures, with the provenance under ``machine``.
+
+    Through :func:`benchmarks.common.write_results`: atomic, so an interrupted run leaves no half file.
+    """
+    info = machine(argv, "benchmarks.reliability_serve_load")
+    path, _ = write_results(out.stem, {"machine": info, **result}, out=out.parent)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-keep-alive", action="store_true",
                         help="one connection per request (rules out the HTTP keep-alive close race)")
     parser.add_argument("--client-timeout", type=float, default=600.0, help="seconds a client waits for an answer")
-    parser.add_argument("--out", default=str(RESULTS / "reliability_serve_load.json"))
+    parser.add_argument("--out", default=str(RESULTS / "reliability_serve_load.json"),
+                        help="the results file, NAME.json (any other suffix becomes .json) [default: %(default)s]")
     args = parser.parse_args(argv)
 
     import httpx
@@ -115,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     evictions = sum(float(line.split()[-1]) for line in metrics_text.splitlines()
                     if line.startswith("lorakit_adapter_evictions"))
     result = {
-        "machine": machine(argv, "benchmarks.reliability_serve_load"),
         "clients": args.clients, "adapters": args.adapters, "max_loaded": args.max_loaded, "rounds": args.rounds,
         "max_tokens": args.max_tokens, "max_queue": args.max_queue, "distinct_requests": len(distinct),
         "keep_alive": not args.no_keep_alive, "client_timeout_s": args.client_timeout,
@@ -125,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "evictions_metric": evictions,
         "seconds": time.perf_counter() - started,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write(result, Path(args.out), argv)
     lo = result["load"]
     print(f"load : {args.clients} clients, {total} requests over {args.adapters} adapters ({args.max_loaded} "
           f"resident): {lo['ok']}/{total} answered, attempts {lo['attempt_statuses']}, "
