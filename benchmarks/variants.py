@@ -17,8 +17,9 @@ NLG row on 2 shared CPU cores, so the full table (7 methods × (2 + 1) data sets
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from benchmarks.common import machine, markdown_table, write_results
+from benchmarks.common import machine, markdown_table, provenance_line, write_results
 from benchmarks.reproduce import nlg, nlu
 from benchmarks.reproduce.sweep import Row, main_metric, run_row, test_metrics
 
@@ -66,6 +67,25 @@ def summarise(row: Row, result: dict) -> dict:
     return line
 
 
+def write(args: argparse.Namespace, table: list[dict], rows_total: int,
+          out: Path | None = None) -> tuple[Path, Path | None]:
+    """``results/variants.{json,md}`` (or under ``out``): the finished rows, with the run's provenance."""
+    info = machine(module="benchmarks.variants")
+    payload = {"machine": info, "rows_done": len(table), "rows_total": rows_total, "steps": args.steps,
+               "nlg_steps": args.nlg_steps, "eval_limit": args.eval_limit, "seed": args.seed, "table": table}
+    md = (f"# LoRA variants: minilm {args.steps} steps (batch 32), smollm2 E2E {args.nlg_steps} steps (batch 8), "
+          f"seed {args.seed}\n\n{provenance_line(info)}\n\n{len(table)}/{rows_total} rows finished. Accuracy in % "
+          f"on the test split (SST-2, TREC); BLEU / ROUGE-L on the first {args.eval_limit} E2E test MRs; `vs_lora`: "
+          "above (+) or below (-) plain LoRA q,v r=8 on the same data; tokens/s: training tokens per second, one "
+          "torch thread.\n\n"
+          + markdown_table(table, ["data", "method", "accuracy", "bleu", "rouge_l", "vs_lora", "trainable_params",
+                                   "tokens_per_s", "train_minutes", "peak_memory_mb"]))
+    paths = write_results("variants", payload, md, out=out)
+    for path in paths:
+        print("wrote", path)
+    return paths
+
+
 def main() -> None:
     """Run (or read) every row, then write results/variants.{json,md}."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -90,16 +110,7 @@ def main() -> None:
         metric = "accuracy" if "accuracy" in line else "bleu"
         if plain is not None and line.get(metric) is not None and plain.get(metric) is not None:
             line["vs_lora"] = f"{line[metric] - plain[metric]:+.2f}"
-    payload = {"machine": machine(), "rows_done": len(table), "rows_total": len(rows), "steps": args.steps,
-               "nlg_steps": args.nlg_steps, "eval_limit": args.eval_limit, "seed": args.seed, "table": table}
-    md = (f"# LoRA variants: minilm {args.steps} steps (batch 32), smollm2 E2E {args.nlg_steps} steps (batch 8), "
-          f"seed {args.seed}\n\n{len(table)}/{len(rows)} rows finished. Accuracy in % on the test split (SST-2, "
-          f"TREC); BLEU / ROUGE-L on the first {args.eval_limit} E2E test MRs; `vs_lora`: above (+) or below (-) "
-          "plain LoRA q,v r=8 on the same data; tokens/s: training tokens per second, one torch thread.\n\n"
-          + markdown_table(table, ["data", "method", "accuracy", "bleu", "rouge_l", "vs_lora", "trainable_params",
-                                   "tokens_per_s", "train_minutes", "peak_memory_mb"]))
-    for path in write_results("variants", payload, md):
-        print("wrote", path)
+    write(args, table, len(rows))
 
 
 if __name__ == "__main__":
