@@ -170,10 +170,11 @@ def test_sigkill_mid_run_then_resume_is_bitwise_identical(tiny, tmp_path: Path) 
     assert [r["step"] for r in killed_log if "loss" in r] == [10, 16]  # 2 epochs of 64 examples
 
 
-def test_the_generation_defaults_are_the_best_searched_e2e_recipe() -> None:
-    # `lorakit train smollm2 e2e` with no options must train as the best row of the E2E search did
-    # (every results/nlg_search*.json; the published adapter): only where it writes, what it evaluates
-    # and the pinned base precision (auto is bf16 only where the CPU has it) may differ.
+def test_the_generation_defaults_are_a_searched_e2e_recipe_within_1_bleu_of_the_best() -> None:
+    # `lorakit train smollm2 e2e` with no options must train as one row of the E2E search did (every
+    # results/nlg_search*.json), and that row must be within 1 BLEU of the best searched row (issue 22:
+    # defaults within 1 BLEU of the best setting). Only where it writes, what it evaluates and the pinned
+    # base precision (auto is bf16 only where the CPU has it) may differ from the row's command.
     import dataclasses
 
     from benchmarks.common import RESULTS
@@ -183,15 +184,16 @@ def test_the_generation_defaults_are_the_best_searched_e2e_recipe() -> None:
     searched_rows = [line for path in sorted(RESULTS.glob("nlg_search*.json"))
                      for line in json.loads(path.read_text())["table"]]
     assert len(searched_rows) >= 4  # the one-epoch rate search and the longer runs
-    best = max(searched_rows, key=lambda line: line["bleu"])
-    (command,) = best["commands"]
     parser = build_parser()
-
-    def resolved(argv: list[str]) -> dict:
-        cfg = config_from_args(parser.parse_args(argv)).resolve("generate", "smollm2", "e2e")
-        return dataclasses.asdict(cfg)
-
-    searched, default = resolved(command.split()[1:]), resolved(["train", "smollm2", "e2e"])
     where = {"out", "eval_every", "base_eval", "eval_limit", "eval_batch_size", "threads", "base_dtype"}
-    assert {k: v for k, v in searched.items() if k not in where} == {k: v for k, v in default.items() if k not in where}
-    assert searched["base_dtype"] == "bf16" and default["base_dtype"] == "auto"
+
+    def recipe(argv: list[str]) -> dict:
+        cfg = dataclasses.asdict(config_from_args(parser.parse_args(argv)).resolve("generate", "smollm2", "e2e"))
+        return {k: v for k, v in cfg.items() if k not in where}
+
+    default = recipe(["train", "smollm2", "e2e"])
+    same = [line for line in searched_rows if recipe(line["commands"][0].split()[1:]) == default]
+    assert len(same) == 1, "the defaults must be the recipe of exactly one searched row"
+    best = max(line["bleu"] for line in searched_rows)
+    assert best - same[0]["bleu"] <= 1.0, (same[0]["bleu"], best)
+    assert same[0]["base_dtype"] == "bf16"
