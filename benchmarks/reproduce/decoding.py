@@ -14,6 +14,7 @@ results/<name>.{json,md} are rewritten after each row.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 
 from benchmarks.common import REPO, machine, markdown_table, provenance_line, write_results
@@ -25,10 +26,13 @@ def decoding_rows(adapter: str, eval_limit: int, batch_size: int, max_new_tokens
                   threads: int) -> list[Row]:
     """The greedy row, then the beam row: the same adapter, MRs, batch and precision; only decoding differs."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", adapter).strip("-")
+    # The weights' digest is part of the key: a folder re-published with new weights (publish.py) must not
+    # read the cached scores of the adapter it replaced.
+    digest = hashlib.sha256((REPO / adapter / "adapter_model.safetensors").read_bytes()).hexdigest()[:10]
     common = ("smollm2", "e2e", "--adapter", adapter, "--split", "test", "--limit", str(eval_limit),
               "--batch-size", str(batch_size), "--max-new-tokens", str(max_new_tokens), "--base-dtype", base_dtype,
               "--threads", str(threads))
-    key = f"decode-{slug}-l{eval_limit}-{base_dtype}"
+    key = f"decode-{slug}-{digest}-l{eval_limit}-{base_dtype}"
     return [Row(f"{key}-greedy", common, {"decoding": "greedy"}, verb="eval"),
             Row(f"{key}-beam10", (*common, *BEAM), {"decoding": "beam 10, length penalty 0.9, no repeated 4-gram"},
                 verb="eval")]

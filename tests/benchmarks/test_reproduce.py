@@ -166,6 +166,20 @@ def test_decoding_rows_differ_only_in_the_papers_beam_search(runs) -> None:
     assert "--base-dtype bf16" in text  # the precision the card reports in, pinned
 
 
+def test_decoding_rows_of_a_republished_adapter_do_not_read_the_old_weights_cache(runs, tmp_path, monkeypatch) -> None:
+    from benchmarks.reproduce import decoding
+
+    monkeypatch.setattr(decoding, "REPO", tmp_path)
+    weights = tmp_path / "adapters" / "x" / "adapter_model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"old weights")
+    old = [r.key for r in decoding.decoding_rows("adapters/x", 630, 50, 64, "bf16", 2)]
+    assert old == [r.key for r in decoding.decoding_rows("adapters/x", 630, 50, 64, "bf16", 2)]
+    weights.write_bytes(b"new weights")
+    new = [r.key for r in decoding.decoding_rows("adapters/x", 630, 50, 64, "bf16", 2)]
+    assert not set(old) & set(new)
+
+
 def test_the_defaults_folder_is_an_honest_rewrite_of_e2e_that_lorakit_reads_as_a_user_folder(data_root, tmp_path) -> None:
     from benchmarks.reproduce import defaults
     from lorakit.data import load_dataset
