@@ -135,6 +135,15 @@ def write_results(name: str, payload: dict[str, Any], table: str | None = None,
     return out_json, out_md
 
 
+def write_results_file(out: Path, result: dict[str, Any], argv: Sequence[str] | None, module: str) -> Path:
+    """Write ``out`` (``NAME.json``; another suffix becomes ``.json``) with the run's :func:`machine` and return it.
+
+    For campaigns that name their own results file with ``--out``; atomic like :func:`write_results`.
+    """
+    path, _ = write_results(out.stem, {"machine": machine(argv, module), **result}, out=out.parent)
+    return path
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A GitHub markdown table of ``rows`` restricted to ``columns``."""
 

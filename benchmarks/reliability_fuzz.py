@@ -25,7 +25,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import RESULTS, machine, write_results
+from benchmarks.common import RESULTS, write_results_file
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -38,11 +38,9 @@ def _percentile(values: list[float], q: float) -> float:
 def write(result: dict, out: Path, argv: list[str] | None = None) -> Path:
     """``out`` (``NAME.json``): the campaign's outcomes, crashes, times and memory, with the run's provenance under ``machine``.
 
-    Through :func:`benchmarks.common.write_results`: atomic, so an interrupted run leaves no half file.
+    Through :func:`benchmarks.common.write_results_file`: atomic, so an interrupted run leaves no half file.
     """
-    info = machine(argv, "benchmarks.reliability_fuzz")
-    path, _ = write_results(out.stem, {"machine": info, **result}, out=out.parent)
-    return path
+    return write_results_file(out, result, argv, "benchmarks.reliability_fuzz")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, RESULTS, machine, write_results
+from benchmarks.common import REPO, RESULTS, write_results_file
 
 STEPS = 8
 
@@ -69,11 +69,9 @@ def real_chain(bert: Path, data: Path, out: Path, rng: random.Random, reference:
 def write(result: dict, out: Path, argv: list[str] | None = None) -> Path:
     """``out`` (``NAME.json``): the figures and every kill, chain and resume, with the run's provenance under ``machine``.
 
-    Through :func:`benchmarks.common.write_results`: atomic, so an interrupted run leaves no half file.
+    Through :func:`benchmarks.common.write_results_file`: atomic, so an interrupted run leaves no half file.
     """
-    info = machine(argv, "benchmarks.reliability_kill")
-    path, _ = write_results(out.stem, {"machine": info, **result}, out=out.parent)
-    return path
+    return write_results_file(out, result, argv, "benchmarks.reliability_kill")
 
 
 def main(argv: list[str] | None = None) -> int:

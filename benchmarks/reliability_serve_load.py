@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import RESULTS, machine, write_results
+from benchmarks.common import RESULTS, write_results_file
 
 PROMPTS = ["hello", "the cat sat", "LoRA is", "1 2 3 4", "why not?", "ok then"]
 
@@ -29,11 +29,9 @@ PROMPTS = ["hello", "the cat sat", "LoRA is", "1 2 3 4", "why not?", "ok then"]
 def write(result: dict, out: Path, argv: list[str] | None = None) -> Path:
     """``out`` (``NAME.json``): the load, replay and churn figures, with the provenance under ``machine``.
 
-    Through :func:`benchmarks.common.write_results`: atomic, so an interrupted run leaves no half file.
+    Through :func:`benchmarks.common.write_results_file`: atomic, so an interrupted run leaves no half file.
     """
-    info = machine(argv, "benchmarks.reliability_serve_load")
-    path, _ = write_results(out.stem, {"machine": info, **result}, out=out.parent)
-    return path
+    return write_results_file(out, result, argv, "benchmarks.reliability_serve_load")
 
 
 def main(argv: list[str] | None = None) -> int:
