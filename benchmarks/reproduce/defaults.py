@@ -55,9 +55,15 @@ def recipe(args: tuple[str, ...], folder: Path) -> dict[str, float]:
     return {k: getattr(resolved, k) for k in KNOBS}
 
 
+def rate(lr: float) -> str:
+    """``0.001`` -> ``1e-3``, as the CLI's help spells rates."""
+    mantissa, exponent = f"{lr:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
 def setting(name: str, knobs: dict[str, float]) -> str:
     """A row's label: ``lr 1e-3, batch 8, 3 epochs`` (plus ``the defaults:`` / ``the old defaults:``)."""
-    text = f"lr {knobs['lr']:g}, batch {knobs['batch_size']}, {knobs['epochs']:g} epochs"
+    text = f"lr {rate(knobs['lr'])}, batch {knobs['batch_size']}, {knobs['epochs']:g} epochs"
     return {"defaults": f"the defaults: {text}", "old-defaults": f"the old defaults: {text}"}.get(name, text)
 
 def prompt(mr: str) -> str:
@@ -93,11 +99,13 @@ def search_rows(names: list[str], folder: Path, threads: int) -> list[Row]:
     rows = []
     for name in names:
         knobs = recipe(SEARCH[name], folder)
-        slug = f"lr{knobs['lr']:g}-b{knobs['batch_size']}-e{knobs['epochs']:g}"
+        slug = f"lr{rate(knobs['lr'])}-b{knobs['batch_size']}-e{knobs['epochs']:g}"
         # Only the defaults row scores the base model first: the same number for every row, 2 minutes each.
         args = ("smollm2", str(folder), *SEARCH[name], *(() if name == "defaults" else ("--no-base-eval",)),
                 "--base-dtype", "bf16", "--threads", str(threads))
-        rows.append(Row(f"defaults-{name}-{slug}", args, {"setting": setting(name, knobs), "name": name, **knobs}))
+        # The folder is the recipe; the defaults row (which also scores the base) is the one "as a user runs it".
+        key = f"defaults-{'user-' if name == 'defaults' else ''}{slug}"
+        rows.append(Row(key, args, {"setting": setting(name, knobs), "name": name, **knobs}))
     return rows
 
 
@@ -121,7 +129,9 @@ def markdown(info: dict, sizes: dict[str, int], table: list[dict], total: int) -
     text = (f"# The generation defaults vs a search, on a prompt/completion folder no recipe reads\n\n"
             f"{provenance_line(info)}\n\n{len(table)}/{total} rows finished. Folder: {sizes['train']:,} train rows "
             f"(lorakit holds out 10% as dev), {sizes['test']:,} test prompts with all references (E2E MRs "
-            f"rewritten as `key: value` facts; see benchmarks/reproduce/defaults.py). Greedy decoding.\n\n"
+            f"rewritten as `key: value` facts; see benchmarks/reproduce/defaults.py). Greedy decoding. Each row's "
+            f"run folder is named by the recipe lorakit resolved for it (lr, batch, epochs), checked against the "
+            f"run's own train_config.json before it is read.\n\n"
             + markdown_table(table, ["setting", "lr", "batch_size", "epochs", "steps", *METRICS, "base_bleu",
                                      "train_minutes"]))
     default = [t for t in table if t["setting"].startswith("the defaults:")]
