@@ -144,6 +144,17 @@ def write_results_file(out: Path, result: dict[str, Any], argv: Sequence[str] | 
     return path
 
 
+def write_page(name: str, title: str, body: list[str], payload: dict[str, Any], info: dict[str, Any],
+               out: Path | None = None) -> None:
+    """Write ``<out>/<name>.json`` (``payload`` with ``info``, the run's :func:`machine`) and ``<name>.md``, and print it.
+
+    The page is the title, the provenance line and the command that made it, then ``body`` (markdown lines).
+    """
+    lines = [f"# {title}", "", provenance_line(info), "", "    " + info["command"], "", *body]
+    write_results(name, {"machine": info, **payload}, "\n".join(lines) + "\n", out=out)
+    print("\n".join(lines))
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A GitHub markdown table of ``rows`` restricted to ``columns``."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.common import REPO, RESULTS, machine, provenance_line, write_results
+from benchmarks.common import REPO, RESULTS, machine, write_page
 from benchmarks.serve_vs_vllm import PREFIX, test_mrs  # one list of requests for both benchmarks
 
 
@@ -40,14 +40,11 @@ def write(args, mrs: list[str], runs: dict[str, dict[str, list[str]]], argv: lis
     """``<out>/serve_agreement.{json,md}``: texts equal to fp32's per dtype and model, with provenance."""
     rows = [{"dtype": d, "model": m, "same_as_fp32": f"{sum(a == b for a, b in zip(runs[d][m], runs['fp32'][m], strict=True))}/{len(mrs)}"}
             for d in args.dtypes for m in ("base", "e2e")]
-    info = machine(argv, "benchmarks.serve_agreement")
-    lines = [f"# Greedy texts vs fp32 ({args.model}, {len(mrs)} E2E test MRs, max_tokens {args.max_tokens})", "",
-             provenance_line(info), "", "    " + info["command"], "", "| dtype | model | same text as fp32 |",
-             "|---|---|---|"]
+    lines = ["| dtype | model | same text as fp32 |", "|---|---|---|"]
     lines += [f"| {r['dtype']} | {r['model']} | {r['same_as_fp32']} |" for r in rows]
-    write_results("serve_agreement", {"machine": info, "mrs": mrs, "rows": rows, "texts": runs},
-                  "\n".join(lines) + "\n", out=args.out)
-    print("\n".join(lines))
+    write_page("serve_agreement", f"Greedy texts vs fp32 ({args.model}, {len(mrs)} E2E test MRs, max_tokens "
+               f"{args.max_tokens})", lines, {"mrs": mrs, "rows": rows, "texts": runs},
+               machine(argv, "benchmarks.serve_agreement"), out=args.out)
 
 
 def main(argv: list[str] | None = None) -> int:

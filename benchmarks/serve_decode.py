@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import REPO as ROOT
-from benchmarks.common import RESULTS, machine, provenance_line, write_results
+from benchmarks.common import RESULTS, machine, write_page
 
 PROMPT = ("Describe this restaurant in one sentence: name[The Eagle], eatType[coffee shop], food[French], "
           "priceRange[moderate], customer rating[3 out of 5], area[riverside], kidsFriendly[yes], near[Burger King]")
@@ -74,16 +74,14 @@ def write(args, configs: list[tuple[str, str, str]], runs: dict[str, list[dict]]
           argv: list[str] | None = None) -> None:
     """``<out>/serve_decode.{json,md}``: every rep and the medians, with the run's provenance (``machine``)."""
     med = {label: {s: statistics.median(r[s] for r in rs) for s in args.scenarios} for label, rs in runs.items()}
-    info = machine(argv, "benchmarks.serve_decode")
-    lines = [f"# Decode tokens/s, {args.model}, batch {args.batch}, {args.tokens} new tokens, {args.threads} threads, "
-             f"median of {args.reps} alternated reps", "", provenance_line(info), "", "    " + info["command"], "",
-             "| config | src:dtype | " + " | ".join(f"{s} tok/s" for s in args.scenarios) + " |",
+    title = (f"Decode tokens/s, {args.model}, batch {args.batch}, {args.tokens} new tokens, {args.threads} threads, "
+             f"median of {args.reps} alternated reps")
+    lines = ["| config | src:dtype | " + " | ".join(f"{s} tok/s" for s in args.scenarios) + " |",
              "|---|---|" + "---|" * len(args.scenarios)]
     lines += [f"| {label} | {src}:{dtype} | " + " | ".join(f"{med[label][s]:.2f}" for s in args.scenarios) + " |"
               for label, src, dtype in configs]
-    write_results("serve_decode", {"machine": info, "configs": configs, "runs": runs, "median": med},
-                  "\n".join(lines) + "\n", out=args.out)
-    print("\n".join(lines))
+    write_page("serve_decode", title, lines, {"configs": configs, "runs": runs, "median": med},
+               machine(argv, "benchmarks.serve_decode"), out=args.out)
 
 
 def main(argv: list[str] | None = None) -> int:

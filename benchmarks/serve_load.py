@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from benchmarks.common import machine, provenance_line, write_results
+from benchmarks.common import machine, write_page
 from benchmarks.serve_mixed import TEXT, make_adapters
 from lorakit.serve import LoraServer
 from lorakit.serve.http import BackgroundServer, HttpSettings, create_app
@@ -73,12 +73,7 @@ async def drive(url: str, key: str, models: list[str], args) -> tuple[list[dict]
 
 def write(res: dict, out: Path, argv: list[str] | None = None) -> None:
     """``OUT.json`` (``res`` with the run's provenance under ``machine``) and ``OUT.md``, the table."""
-    info = machine(argv, "benchmarks.serve_load")
     md = [
-        f"# HTTP load: {res['model']}, {res['clients']} concurrent clients over {res['adapters']} adapters",
-        "",
-        provenance_line(info),
-        "",
         f"uvicorn on 127.0.0.1, lorakit engine (continuous batching, max batch {res['clients']}), "
         f"{res['requests_per_client']} requests per client, max_tokens {res['max_tokens']}, temperature 0.7 "
         f"(seeded), {res['threads']} torch threads, at most {res['max_loaded']} adapters resident "
@@ -90,8 +85,8 @@ def write(res: dict, out: Path, argv: list[str] | None = None) -> None:
         f"| {res['requests']} | {res['errors']} | {res['wall_s']:.1f} | {res['requests_per_s']:.3f} | {res['tokens_per_s']:.2f} "
         f"| {res['latency_p50_s']:.2f} | {res['latency_p99_s']:.2f} |",
     ]
-    write_results(out.stem, {"machine": info, **res}, "\n".join(md) + "\n", out=out.parent)
-    print("\n".join(md))
+    write_page(out.stem, f"HTTP load: {res['model']}, {res['clients']} concurrent clients over {res['adapters']} "
+               "adapters", md, res, machine(argv, "benchmarks.serve_load"), out=out.parent)
 
 
 def main(argv: list[str] | None = None) -> int:

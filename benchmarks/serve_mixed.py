@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import lorakit
-from benchmarks.common import machine, provenance_line, write_results
+from benchmarks.common import machine, write_page
 from lorakit.core import lora_layers
 from lorakit.io import read_adapter
 from lorakit.serve import Engine, GenerationRequest, LoraServer, SamplingParams
@@ -233,18 +233,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def write(res: dict, out: Path, argv: list[str] | None = None) -> None:
     """``OUT.json`` as measured (with the run's provenance under ``machine``), and ``OUT.md``, a markdown table."""
-    info = machine(argv, "benchmarks.serve_mixed")
     s, r = res["scaling"], res["adapter_ready_ms"]
 
     def row(label: str, key: str) -> str:
         v = res[key]
         return f"| {label} | {v['wall']:.2f} | {v['cpu']:.2f} | {v['wall_vs_b']:.2f}× | {v['cpu_vs_b']:.2f}× |"
+    title = (f"Mixed-adapter batches: {res['model']}, {res['prompts']} prompts × {res['prompt_tokens']} tokens, "
+             f"{res['new_tokens']} new tokens")
     lines = [
-        f"# Mixed-adapter batches: {res['model']}, {res['prompts']} prompts × {res['prompt_tokens']} tokens, "
-        f"{res['new_tokens']} new tokens",
-        "",
-        provenance_line(info),
-        "",
         f"CPU ({res['cpus']} cores, shared with other jobs), {res['threads']} torch threads, torch {res['torch']}. "
         f"Greedy, EOS ignored. One warm-up, then {res['reps']} rounds in which every setup runs once back to back; "
         f"medians; the \"vs (b)\" columns and ratios are medians of per-round ratios. Load average at start/end: {res['load_average_start'][0]:.1f} / {res['load_average_end'][0]:.1f}, "
@@ -279,8 +275,7 @@ def write(res: dict, out: Path, argv: list[str] | None = None) -> None:
         *[f"| {k if k != '0' else '0 (base)'} | {v['wall_s']:.2f} | {v['cpu_s']:.2f} | {v['ms_per_token']:.1f} "
           f"| {v['cpu_ms_per_token']:.1f} | {v['decode_step_ms']:.0f} |" for k, v in s.items()],
     ]
-    write_results(out.stem, {"machine": info, **res}, "\n".join(lines) + "\n", out=out.parent)
-    print("\n".join(lines))
+    write_page(out.stem, title, lines, res, machine(argv, "benchmarks.serve_mixed"), out=out.parent)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ form than the ``e2e`` recipe's (attributes as ``key: value`` lines under an inst
 a seeded ~40% of the E2E training MRs (about 1,700 (prompt, completion) rows, as a user's few thousand
 would be) in ``train.jsonl`` and every test MR with all its references in ``test.jsonl``; lorakit holds
 out its own dev split. The ``defaults`` row passes nothing but the pinned base precision and threads;
-the search rows change one knob each (lr, epochs) around it, and the old defaults (lr 2e-4 at batch 32)
-are a row too; they skip the base model's evaluation, which the defaults row reports once. The issue's target: the defaults within 1 BLEU of the best searched row.
+the search rows move the rate and the epochs around it, and the old defaults (lr 2e-4 at batch 32,
+2 epochs) are a row too; they skip the base model's evaluation, which the defaults row reports once.
+The issue's target: the defaults within 1 BLEU of the best searched row.
 
-    python -m benchmarks.reproduce.defaults [--rows defaults,lr5e-4,...] [--threads 2]
+    python -m benchmarks.reproduce.defaults [--rows defaults,e2,...] [--threads 2]
 
 Each row is one ``lorakit train`` process, cached under runs/reproduce/ (see sweep.py);
 results/<name>.{json,md} are rewritten after each row.
@@ -29,15 +30,41 @@ from lorakit.data.recipes import E2E_PROMPT_PREFIX
 
 FOLDER = RUNS / "defaults-data"
 TRAIN_MR_FRACTION = 0.4
-# name -> (what it changes, the CLI arguments); "defaults" passes none of the searched knobs.
-SEARCH: dict[str, tuple[str, tuple[str, ...]]] = {
-    "defaults": ("the defaults (lr 1e-3, batch 8, 2 epochs)", ()),
-    "e3": ("3 epochs", ("--epochs", "3")),  # first: a third epoch was the largest gain of the E2E search
-    "lr2e-3": ("lr 2e-3", ("--lr", "2e-3")),
-    "lr5e-4": ("lr 5e-4", ("--lr", "5e-4")),
-    "old-defaults": ("the old defaults (lr 2e-4, batch 32)", ("--lr", "2e-4", "--batch-size", "32")),
+# name -> the CLI arguments of the searched knobs; "defaults" passes none. Each row's label and run folder
+# come from the recipe lorakit resolves for it (lr, batch, epochs), so a change of default re-runs the
+# defaults row instead of reading a run of the old ones. Around the defaults: one knob each way.
+SEARCH: dict[str, tuple[str, ...]] = {
+    "defaults": (),
+    "e2": ("--epochs", "2"),
+    "lr2e-3": ("--lr", "2e-3"),
+    "lr2e-3-e2": ("--lr", "2e-3", "--epochs", "2"),
+    "lr5e-4-e2": ("--lr", "5e-4", "--epochs", "2"),
+    "old-defaults": ("--lr", "2e-4", "--batch-size", "32", "--epochs", "2"),  # before issue 22
+    "e4": ("--epochs", "4"),  # last: the longest row
 }
+KNOBS = ("lr", "batch_size", "epochs")
 
+
+def recipe(args: tuple[str, ...], folder: Path) -> dict[str, float]:
+    """The searched knobs as ``lorakit train smollm2 FOLDER *args`` resolves them (defaults filled in)."""
+    from lorakit.cli.main import build_parser
+    from lorakit.cli.train import config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["train", "smollm2", str(folder), *args]))
+    resolved = cfg.resolve("generate", "smollm2", folder.name)
+    return {k: getattr(resolved, k) for k in KNOBS}
+
+
+def rate(lr: float) -> str:
+    """``0.001`` -> ``1e-3``, as the CLI's help spells rates."""
+    mantissa, exponent = f"{lr:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def setting(name: str, knobs: dict[str, float]) -> str:
+    """A row's label: ``lr 1e-3, batch 8, 3 epochs`` (plus ``the defaults:`` / ``the old defaults:``)."""
+    text = f"lr {rate(knobs['lr'])}, batch {knobs['batch_size']}, {knobs['epochs']:g} epochs"
+    return {"defaults": f"the defaults: {text}", "old-defaults": f"the old defaults: {text}"}.get(name, text)
 
 def prompt(mr: str) -> str:
     """``name[The Eagle], food[Italian]`` -> an instruction over ``key: value`` lines (not the e2e recipe's form)."""
@@ -69,17 +96,29 @@ def write_folder(folder: Path = FOLDER, data_root: str | None = None, seed: int 
 
 def search_rows(names: list[str], folder: Path, threads: int) -> list[Row]:
     """One ``lorakit train smollm2 FOLDER`` row per name; the precision and threads are pinned in all."""
-    # Only the defaults row scores the base model first: the same number for every row, 2 minutes each.
-    return [Row(f"defaults-{name}", ("smollm2", str(folder), *SEARCH[name][1],
-                                     *(() if name == "defaults" else ("--no-base-eval",)), "--base-dtype", "bf16",
-                                     "--threads", str(threads)), {"setting": SEARCH[name][0], "name": name})
-            for name in names]
+    rows = []
+    for name in names:
+        knobs = recipe(SEARCH[name], folder)
+        slug = f"lr{rate(knobs['lr'])}-b{knobs['batch_size']}-e{knobs['epochs']:g}"
+        # Only the defaults row scores the base model first: the same number for every row, 2 minutes each.
+        args = ("smollm2", str(folder), *SEARCH[name], *(() if name == "defaults" else ("--no-base-eval",)),
+                "--base-dtype", "bf16", "--threads", str(threads))
+        # The folder is the recipe; the defaults row (which also scores the base) is the one "as a user runs it".
+        key = f"defaults-{'user-' if name == 'defaults' else ''}{slug}"
+        rows.append(Row(key, args, {"setting": setting(name, knobs), "name": name, **knobs}))
+    return rows
 
+
+def check_recipe(row: Row, result: dict) -> None:
+    """Refuse a cached run whose recorded recipe is not the one the row's command resolves to now."""
+    ran = {k: result["config"][k] for k in KNOBS}
+    if ran != {k: row.labels[k] for k in KNOBS}:
+        raise SystemExit(f"{row.out} was trained with {ran}, not the row's {row.labels}: move it away and re-run")
 
 def line(row: Row, result: dict) -> dict:
     """One table line: the setting, its schedule as run, test and base scores, time."""
     cfg, scores = result["config"], test_metrics(result)
-    base = (result.get("base") or {}).get("bleu")
+    base = (result.get("base") or {}).get("bleu") if row.labels["name"] == "defaults" else None
     return {"setting": row.labels["setting"], "lr": cfg["lr"], "batch_size": cfg["batch_size"],
             "epochs": cfg["epochs"], "steps": result["step"], **{m: scores.get(m) for m in METRICS},
             "base_bleu": base, "train_minutes": result["train_seconds"] / 60, "command": row.command}
@@ -90,10 +129,12 @@ def markdown(info: dict, sizes: dict[str, int], table: list[dict], total: int) -
     text = (f"# The generation defaults vs a search, on a prompt/completion folder no recipe reads\n\n"
             f"{provenance_line(info)}\n\n{len(table)}/{total} rows finished. Folder: {sizes['train']:,} train rows "
             f"(lorakit holds out 10% as dev), {sizes['test']:,} test prompts with all references (E2E MRs "
-            f"rewritten as `key: value` facts; see benchmarks/reproduce/defaults.py). Greedy decoding.\n\n"
+            f"rewritten as `key: value` facts; see benchmarks/reproduce/defaults.py). Greedy decoding. Each row's "
+            f"run folder is named by the recipe lorakit resolved for it (lr, batch, epochs), checked against the "
+            f"run's own train_config.json before it is read.\n\n"
             + markdown_table(table, ["setting", "lr", "batch_size", "epochs", "steps", *METRICS, "base_bleu",
                                      "train_minutes"]))
-    default = [t for t in table if t["setting"] == SEARCH["defaults"][0]]
+    default = [t for t in table if t["setting"].startswith("the defaults:")]
     if default and len(table) > 1:
         best = max(table, key=lambda t: t["bleu"])
         text += (f"\nDefaults: {default[0]['bleu']:.2f} BLEU; best row ({best['setting']}): {best['bleu']:.2f}; "
@@ -117,6 +158,7 @@ def main() -> None:
     for row in search_rows(names, FOLDER, args.threads):
         if (result := run_row(row, args.timeout)) is None:
             continue
+        check_recipe(row, result)
         table.append(line(row, result))
         info = machine()
         for path in write_results(args.name, {"machine": info, "folder_rows": sizes, "table": table},

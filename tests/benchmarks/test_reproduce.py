@@ -205,5 +205,24 @@ def test_defaults_rows_differ_from_the_defaults_row_only_in_their_searched_knobs
     base = rows.pop("defaults").args
     assert base == ("smollm2", str(tmp_path), "--base-dtype", "bf16", "--threads", "2")  # nothing searched passed
     for name, row in rows.items():
-        extra = [a for a in row.args if a not in base]
-        assert extra == [*defaults.SEARCH[name][1], "--no-base-eval"], name
+        assert row.args == (*base[:2], *defaults.SEARCH[name], "--no-base-eval", *base[2:]), name
+
+
+def test_a_defaults_row_is_labelled_and_cached_by_the_recipe_lorakit_resolves_and_refuses_another(
+        tmp_path, monkeypatch) -> None:
+    # A change of default must re-run the defaults row, never read the run of the old defaults.
+    from benchmarks.reproduce import defaults
+    from lorakit.train import config
+
+    (row,) = defaults.search_rows(["defaults"], tmp_path, 2)
+    epochs = config.DEFAULT_EPOCHS["generate"]
+    assert (row.labels["lr"], row.labels["batch_size"], row.labels["epochs"]) == (
+        config.DEFAULT_LR[("lora", "generate")], config.DEFAULT_BATCH_SIZE["generate"], epochs)
+    assert row.labels["setting"].startswith("the defaults: ") and f"{epochs:g} epochs" in row.labels["setting"]
+    monkeypatch.setitem(config.DEFAULT_EPOCHS, "generate", epochs + 1)
+    (moved,) = defaults.search_rows(["defaults"], tmp_path, 2)
+    assert moved.key != row.key and moved.args == row.args
+    ran = {"config": {"lr": row.labels["lr"], "batch_size": row.labels["batch_size"], "epochs": epochs}}
+    defaults.check_recipe(row, ran)
+    with pytest.raises(SystemExit, match="move it away"):
+        defaults.check_recipe(moved, ran)
