@@ -41,6 +41,19 @@ def test_length_penalty_is_passed_only_to_beam_search(llama_and_prompts, monkeyp
     assert (calls[1]["num_beams"], calls[1]["length_penalty"], calls[1]["no_repeat_ngram_size"]) == (3, 0.9, 4)
 
 
+def test_beam_search_batch_counts_beams_so_memory_does_not_grow_with_the_beam(llama_and_prompts, monkeypatch):
+    model, tokenizer, prompts = llama_and_prompts
+    rows, generate = [], model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: rows.append(kw["input_ids"].shape[0]) or generate(**kw))
+    beam = generate_texts(model, tokenizer, prompts, batch_size=4, max_new_tokens=4, num_beams=2)
+    assert rows == [2, 1]  # 4 sequences per call: 2 prompts x 2 beams, then the last prompt
+    rows.clear()
+    one_by_one = [generate_texts(model, tokenizer, [p], max_new_tokens=4, num_beams=2)[0] for p in prompts]
+    assert beam == one_by_one  # splitting the batch does not change what is decoded
+    generate_texts(model, tokenizer, prompts, batch_size=4, max_new_tokens=4)
+    assert rows[-1] == 3  # greedy: one sequence per prompt, the whole batch in one call
+
+
 def test_paper_decoding_is_recorded_as_given():
     assert decoding_options(10, 0.9, 4, 64) == {"num_beams": 10, "max_new_tokens": 64, "length_penalty": 0.9,
                                                  "no_repeat_ngram_size": 4}

@@ -121,7 +121,7 @@ class TrainConfig:
     eval_split: str = _opt("dev", "split used to pick the best checkpoint during training")
     test_split: str | None = _opt(None, "split of the final report (default: classify dev, generate test)")
     eval_limit: int | None = _opt(None, "evaluate on the first N examples only (for generation: N MRs)")
-    eval_batch_size: int = _opt(32, "batch size for evaluation and generation")
+    eval_batch_size: int = _opt(32, "batch size for evaluation and generation (sequences decoded at once, beams included)")
     base_eval: bool = _opt(True, "also evaluate the base model before training (the 'before' in metrics.json)")
     num_beams: int = _opt(1, "beam width for generation (1: greedy; the paper's E2E figures: 10)")
     length_penalty: float = _opt(1.0, "beam search: a beam's log-probability is divided by length ** this "
