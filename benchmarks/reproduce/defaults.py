@@ -118,10 +118,12 @@ def check_recipe(row: Row, result: dict) -> None:
 def line(row: Row, result: dict) -> dict:
     """One table line: the setting, its schedule as run, test and base scores, time."""
     cfg, scores = result["config"], test_metrics(result)
-    base = (result.get("base") or {}).get("bleu") if row.labels["name"] == "defaults" else None
-    return {"setting": row.labels["setting"], "lr": cfg["lr"], "batch_size": cfg["batch_size"],
-            "epochs": cfg["epochs"], "steps": result["step"], **{m: scores.get(m) for m in METRICS},
-            "base_bleu": base, "train_minutes": result["train_seconds"] / 60, "command": row.command}
+    out = {"setting": row.labels["setting"], "lr": cfg["lr"], "batch_size": cfg["batch_size"],
+           "epochs": cfg["epochs"], "steps": result["step"], **{m: scores.get(m) for m in METRICS},
+           "train_minutes": result["train_seconds"] / 60, "command": row.command}
+    if row.labels["name"] == "defaults":  # only this row scores the base (the others pass --no-base-eval)
+        out["base_bleu"] = (result.get("base") or {}).get("bleu")
+    return out
 
 
 def markdown(info: dict, sizes: dict[str, int], table: list[dict], total: int) -> str:
@@ -132,9 +134,10 @@ def markdown(info: dict, sizes: dict[str, int], table: list[dict], total: int) -
             f"rewritten as `key: value` facts; see benchmarks/reproduce/defaults.py). Greedy decoding. Each row's "
             f"run folder is named by the recipe lorakit resolved for it (lr, batch, epochs), checked against the "
             f"run's own train_config.json before it is read.\n\n"
-            + markdown_table(table, ["setting", "lr", "batch_size", "epochs", "steps", *METRICS, "base_bleu",
-                                     "train_minutes"]))
+            + markdown_table(table, ["setting", "lr", "batch_size", "epochs", "steps", *METRICS, "train_minutes"]))
     default = [t for t in table if t["setting"].startswith("the defaults:")]
+    if default and default[0].get("base_bleu") is not None:
+        text += f"\nThe base model without an adapter (scored by the defaults row): {default[0]['base_bleu']:.2f} BLEU.\n"
     if default and len(table) > 1:
         best = max(table, key=lambda t: t["bleu"])
         text += (f"\nDefaults: {default[0]['bleu']:.2f} BLEU; best row ({best['setting']}): {best['bleu']:.2f}; "

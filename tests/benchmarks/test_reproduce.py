@@ -226,3 +226,19 @@ def test_a_defaults_row_is_labelled_and_cached_by_the_recipe_lorakit_resolves_an
     defaults.check_recipe(row, ran)
     with pytest.raises(SystemExit, match="move it away"):
         defaults.check_recipe(moved, ran)
+
+
+def test_the_defaults_page_names_the_base_score_once_and_prints_no_empty_cells(tmp_path) -> None:
+    from benchmarks.reproduce import defaults
+
+    rows = {r.labels["name"]: r for r in defaults.search_rows(["defaults", "e2"], tmp_path, 2)}
+    cfg = {"lr": 1e-3, "batch_size": 8, "epochs": 3}
+
+    def result(bleu: float, base: float | None) -> dict:
+        test = {**dict.fromkeys(defaults.METRICS, 1.0), "bleu": bleu}
+        return {"config": cfg, "step": 10, "train_seconds": 60, "test": test, "base": {"bleu": base}}
+
+    table = [defaults.line(rows["defaults"], result(59.77, 14.06)), defaults.line(rows["e2"], result(58.32, None))]
+    assert "base_bleu" not in table[1]
+    page = defaults.markdown(defaults.machine([], module="benchmarks.reproduce.defaults"), {"train": 3, "test": 1}, table, 2)
+    assert "None" not in page and page.count("14.06") == 1 and "gap 0.00" in page
