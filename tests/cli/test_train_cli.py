@@ -79,6 +79,34 @@ def test_train_generate_reports_base_and_adapter_bleu(tiny, tmp_path: Path, caps
     assert "(2 examples; beam 3, length penalty 0.9, no repeated 4-gram, up to 6 new tokens," in title
 
 
+def test_eval_writes_every_prediction_the_scores_came_from(tiny, tmp_path: Path, capsys) -> None:
+    from lorakit.data import load_dataset
+    from lorakit.train.metrics import generation_metrics
+
+    report, rows_file = tmp_path / "eval.json", tmp_path / "out" / "predictions.jsonl"
+    assert main(["eval", str(tiny["llama"]), str(tiny["gen"]), "--limit", "3", "--max-new-tokens", "5",
+                 "--json", str(report), "--predictions", str(rows_file), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
+    expected = load_dataset(str(tiny["gen"]), "test", limit=3).examples
+    assert [r["prompt"] for r in rows] == [e.prompt for e in expected]
+    assert [r["references"] for r in rows] == [list(e.references) or [e.completion] for e in expected]
+    # The file holds the texts the reported scores were computed from, and the JSON report stays small.
+    metrics = json.loads(report.read_text())["metrics"]
+    again = generation_metrics([r["output"] for r in rows], [r["references"] for r in rows])
+    assert again["bleu"] == pytest.approx(metrics["bleu"]) and "predictions" not in metrics
+    assert "wrote 3 predictions to" in capsys.readouterr().err
+
+    classified = tmp_path / "cls.jsonl"
+    assert main(["eval", str(tiny["bert"]), str(tiny["cls"]), "--split", "dev", "--limit", "4",
+                 "--predictions", str(classified), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in classified.read_text().splitlines()]
+    assert len(rows) == 4 and {"text", "label", "predicted"} == set(rows[0])
+    # A folder for a file is refused before any model is loaded, in one line.
+    capsys.readouterr()
+    assert main(["eval", str(tiny["bert"]), str(tiny["cls"]), "--predictions", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --predictions {tmp_path} is a folder; give a file name"
+
+
 @pytest.mark.parametrize("base_dtype", ["fp32", "bf16"])
 def test_eval_over_the_training_base_dtype_reproduces_the_run_report(tiny, tmp_path: Path, base_dtype: str,
                                                                       capsys) -> None:

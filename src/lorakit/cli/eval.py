@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", metavar="DIR", help="adapter folder (PEFT layout); without it: the base model")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     add_json_option(parser, "the metrics")
+    parser.add_argument("--predictions", metavar="FILE",
+                        help="write every example's prediction to FILE, one JSON object per line (generation: "
+                             "prompt, output, references; classification: text, label, predicted)")
     add_config_options(parser, SHARED, flags={"eval_limit": ("--limit",), "eval_batch_size": ("--batch-size",)},
                        helps={"max_length": "tokens kept per classified text (default: the adapter's training run's "
                                             "max_length when its train_config.json is next to it, else train's "
@@ -67,6 +70,9 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     from lorakit.train.runner import DATA_SPLIT_SEED, seed_everything
 
     check_config_options(args, SHARED)
+    for option, path in (("--predictions", args.predictions), ("--json", args.json)):
+        if path not in (None, "-") and Path(path).is_dir():  # say so now, not after a long evaluation
+            raise LorakitError(f"{option} {path} is a folder; give a file name")
     if args.threads:
         torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data, args.split, args.data_root, seed=DATA_SPLIT_SEED, limit=args.eval_limit)
@@ -100,7 +106,10 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     metrics = evaluate_dataset(model, loaded.tokenizer, dataset, batch_size=args.eval_batch_size,
                                max_length=max_length, num_beams=args.num_beams, length_penalty=args.length_penalty,
                                no_repeat_ngram_size=args.no_repeat_ngram_size, max_new_tokens=args.max_new_tokens,
-                               progress=args.progress)
+                               progress=args.progress, keep_predictions=bool(args.predictions))
+    if dataset.label_names and "predictions" in metrics:  # class names next to the indices, as the data spells them
+        for row in metrics["predictions"]:
+            row["label"], row["predicted"] = dataset.label_names[row["label"]], dataset.label_names[row["predicted"]]
     return {"model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split,
             "task": dataset.task, "limit": args.eval_limit, "max_length": max_length, "base_dtype": base_dtype,
             "num_beams": args.num_beams,
@@ -118,9 +127,20 @@ def decoding(metrics: dict) -> str:
     return f"; {how}, up to {d['max_new_tokens']} new tokens"
 
 
+def write_predictions(rows: list[dict], path: str) -> None:
+    """``rows`` as JSON lines at ``path`` (written whole, then renamed: a kill leaves no half file)."""
+    from lorakit.io.atomic import write_atomic
+
+    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the metrics (and write them with --json)."""
+    """Print the metrics (and write them with --json, the predictions with --predictions)."""
     result = evaluate_command(args)
+    predictions = result["metrics"].pop("predictions", None)
+    if predictions is not None:
+        write_predictions(predictions, args.predictions)
+        print(f"wrote {len(predictions)} predictions to {args.predictions}", file=sys.stderr)
     if args.json == "-":  # JSON alone on stdout, for pipes
         write_json(result, None)
         return 0

@@ -49,13 +49,21 @@ def predict_labels(model: nn.Module, examples: Sequence[Any], collate: Callable,
 
 
 def evaluate_classification(model: nn.Module, examples: Sequence[Any], collate: Callable, num_labels: int,
-                            batch_size: int = 64, progress: bool = False) -> dict[str, float]:
-    """Accuracy, macro-F1 and MCC (plus the example count) of ``model`` on ``examples``."""
+                            batch_size: int = 64, progress: bool = False,
+                            keep_predictions: bool = False) -> dict[str, Any]:
+    """Accuracy, macro-F1 and MCC (plus the example count) of ``model`` on ``examples``.
+
+    ``keep_predictions`` adds ``predictions``: one ``{"text", "label", "predicted"}`` per example, in order.
+    """
     from lorakit.train.metrics import classification_metrics
 
     preds = predict_labels(model, examples, collate, batch_size, progress)
-    metrics = classification_metrics(preds, [e.label for e in examples], num_labels)
-    return {**metrics, "examples": len(examples)}
+    metrics: dict[str, Any] = {**classification_metrics(preds, [e.label for e in examples], num_labels),
+                               "examples": len(examples)}
+    if keep_predictions:
+        metrics["predictions"] = [{"text": e.text, "label": e.label, "predicted": p}
+                                  for e, p in zip(examples, preds, strict=True)]
+    return metrics
 
 
 @torch.no_grad()
@@ -131,12 +139,14 @@ def generate_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[list[int]
 def evaluate_generation(model: nn.Module, tokenizer: Any, examples: Sequence[Any], *, batch_size: int = 16,
                         max_new_tokens: int = 64, num_beams: int = 1, length_penalty: float = 1.0,
                         no_repeat_ngram_size: int = 0, use_chat_template: bool | None = None,
-                        progress: bool = False, samples: int = 3) -> dict[str, Any]:
+                        progress: bool = False, samples: int = 3,
+                        keep_predictions: bool = False) -> dict[str, Any]:
     """BLEU, NIST, ROUGE-L, chrF of generated completions against every reference of each example.
 
     Returns the metrics plus ``examples`` (how many were scored), ``decoding`` (how they were decoded:
     a reported figure says whether it is greedy or the paper's beam search) and ``samples`` (a few
-    prompt / output / reference triples to eyeball).
+    prompt / output / reference triples to eyeball); ``keep_predictions`` adds ``predictions``, one
+    ``{"prompt", "output", "references"}`` per example, in order (every reference it was scored against).
     """
     from lorakit.data.batches import encode_prompt, wants_chat_template
     from lorakit.train.metrics import generation_metrics
@@ -151,20 +161,29 @@ def evaluate_generation(model: nn.Module, tokenizer: Any, examples: Sequence[Any
     metrics["decoding"] = decoding
     metrics["samples"] = [{"prompt": e.prompt, "output": o, "reference": r[0]}
                           for e, o, r in list(zip(examples, outputs, references, strict=True))[:samples]]
+    if keep_predictions:
+        metrics["predictions"] = [{"prompt": e.prompt, "output": o, "references": r}
+                                  for e, o, r in zip(examples, outputs, references, strict=True)]
     return metrics
 
 
 def evaluate_dataset(model: nn.Module, tokenizer: Any, dataset: Any, *, collate: Callable | None = None,
                      batch_size: int = 32, max_length: int = 128, num_beams: int = 1, max_new_tokens: int = 64,
                      length_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
-                     progress: bool = False) -> dict[str, Any]:
-    """Evaluate on a data set by its task: classification metrics, or generation metrics."""
+                     progress: bool = False, keep_predictions: bool = False) -> dict[str, Any]:
+    """Evaluate on a data set by its task: classification metrics, or generation metrics.
+
+    ``keep_predictions``: also return every example's prediction under ``predictions`` (see
+    ``evaluate_classification`` / ``evaluate_generation`` for the fields).
+    """
     if dataset.task == "classify":
         if collate is None:
             from lorakit.data.batches import ClassificationCollator
 
             collate = ClassificationCollator(tokenizer, max_length)
-        return evaluate_classification(model, dataset.examples, collate, dataset.num_labels, batch_size, progress)
+        return evaluate_classification(model, dataset.examples, collate, dataset.num_labels, batch_size, progress,
+                                       keep_predictions=keep_predictions)
     return evaluate_generation(model, tokenizer, dataset.examples, batch_size=batch_size,
                                max_new_tokens=max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
-                               no_repeat_ngram_size=no_repeat_ngram_size, progress=progress)
+                               no_repeat_ngram_size=no_repeat_ngram_size, progress=progress,
+                               keep_predictions=keep_predictions)
