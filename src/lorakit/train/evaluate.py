@@ -97,18 +97,41 @@ def decoding_options(num_beams: int = 1, length_penalty: float = 1.0, no_repeat_
     return options
 
 
+def generated_no_repeat_ngram(ngram_size: int, prompt_width: int):
+    """A logits processor that bans repeating an n-gram of the *generated* tokens only, as the paper's decoder did.
+
+    transformers' own ``no_repeat_ngram_size`` scans the whole sequence of a decoder-only model, prompt
+    included, so it forbids copying any ``ngram_size``-token span of the prompt: an E2E output could then
+    not write ``5 out of 5`` or ``Crowne Plaza Hotel`` as its meaning representation spells them. The
+    LoRA authors' beam search (microsoft/LoRA, ``examples/NLG/src/gpt2_beam.py``) bans n-grams of its
+    ``history``, the generated tokens alone. ``prompt_width``: the (left-padded) prompt's width, where
+    every row's generated tokens start.
+    """
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    class GeneratedNoRepeatNGram(NoRepeatNGramLogitsProcessor):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+            return super().__call__(input_ids[:, prompt_width:], scores)
+
+    return GeneratedNoRepeatNGram(ngram_size)
+
+
 @torch.no_grad()
 def generate_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[list[int]], *, batch_size: int = 16,
                    max_new_tokens: int = 64, num_beams: int = 1, length_penalty: float = 1.0,
                    no_repeat_ngram_size: int = 0, progress: bool = False) -> list[str]:
     """Decode a completion for each tokenized prompt (greedy, or beam search); returns stripped texts.
 
-    Beam search as the paper decoded E2E: ``num_beams=10, length_penalty=0.9, no_repeat_ngram_size=4``.
+    Beam search as the paper decoded E2E: ``num_beams=10, length_penalty=0.9, no_repeat_ngram_size=4``;
+    the n-gram ban covers the generated tokens only (:func:`generated_no_repeat_ngram`).
     ``batch_size`` counts decoded sequences, beams included: beam 10 at batch 50 decodes 5 prompts at a
     time, so a wider beam holds the memory of greedy decoding at the same batch instead of ``num_beams``
     times it (beam 10 over 50 E2E prompts asked the allocator for 28 GB of logits).
     """
+    from transformers import LogitsProcessorList
+
     decoding = decoding_options(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens)
+    ngram = decoding.pop("no_repeat_ngram_size", 0)  # applied by our processor, over generated tokens only
     per_call = max(1, batch_size // num_beams)  # prompts per generate call
     was_training = model.training
     model.eval()
@@ -125,8 +148,9 @@ def generate_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[list[int]
             for r, i in enumerate(rows):  # left padding: the prompt ends at the last column
                 ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[r, width - len(prompts[i]):] = 1
+            processors = LogitsProcessorList([generated_no_repeat_ngram(ngram, width)] if ngram else [])
             out = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), **decoding,
+                input_ids=ids.to(device), attention_mask=mask.to(device), **decoding, logits_processor=processors,
                 do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
             )
             for r, i in enumerate(rows):
