@@ -18,7 +18,7 @@ import hashlib
 import re
 
 from benchmarks.common import REPO, machine, markdown_table, provenance_line, write_results
-from benchmarks.reproduce.nlg import BEAM, METRICS
+from benchmarks.reproduce.nlg import BEAM, BEAM_KEY, METRICS
 from benchmarks.reproduce.sweep import Row, process_wall, run_row, test_metrics
 
 
@@ -34,7 +34,7 @@ def decoding_rows(adapter: str, eval_limit: int, batch_size: int, max_new_tokens
               "--threads", str(threads))
     key = f"decode-{slug}-{digest}-l{eval_limit}-{base_dtype}"
     return [Row(f"{key}-greedy", common, {"decoding": "greedy"}, verb="eval"),
-            Row(f"{key}-beam10", (*common, *BEAM), {"decoding": "beam 10, length penalty 0.9, no repeated 4-gram"},
+            Row(f"{key}-{BEAM_KEY}", (*common, *BEAM), {"decoding": "beam 10, length penalty 0.9, no repeated 4-gram"},
                 verb="eval")]
 
 

@@ -85,6 +85,9 @@ def train_rows(steps: int, eval_limit: int, threads: int, epochs: float | None =
 
 # The paper's decoding for E2E (Hu et al. 2021, appendix D.3): beam 10, length penalty 0.9, no repeated 4-gram.
 BEAM = ("--num-beams", "10", "--length-penalty", "0.9", "--no-repeat-ngram-size", "4")
+# Cache-key suffix of a beam row. "gen": the n-gram ban covers generated tokens only (as the paper's decoder);
+# rows decoded before that change (suffix "beam10", the ban also over the prompt) are never read back.
+BEAM_KEY = "beam10-gen"
 
 
 def beam_row(row: Row, result: dict, eval_limit: int, threads: int) -> Row:
@@ -97,7 +100,7 @@ def beam_row(row: Row, result: dict, eval_limit: int, threads: int) -> Row:
             "--threads", str(threads))
     if "--base-dtype" in row.args:  # decode over the base precision the adapter was trained on
         args += ("--base-dtype", row.args[row.args.index("--base-dtype") + 1])
-    return Row(f"{row.key}-beam10", args, {"method": row.labels["method"]}, verb="eval")
+    return Row(f"{row.key}-{BEAM_KEY}", args, {"method": row.labels["method"]}, verb="eval")
 
 
 def add_beam(line: dict, row: Row, result: dict | None) -> dict:

@@ -126,7 +126,7 @@ def test_nlg_beam_rows_decode_each_trained_row_with_the_papers_beam_search(runs)
     (row.out / "adapter").mkdir(parents=True)
     result = {"config": {"eval_batch_size": 50, "max_new_tokens": 64}}
     beam = nlg.beam_row(row, result, 630, 2)
-    assert beam.verb == "eval" and beam.key == row.key + "-beam10"
+    assert beam.verb == "eval" and beam.key == row.key + "-beam10-gen"
     assert beam.args[:4] == ("smollm2", "e2e", "--adapter", str(row.out / "adapter"))
     text = " ".join(beam.args)
     assert "--num-beams 10 --length-penalty 0.9 --no-repeat-ngram-size 4" in text
