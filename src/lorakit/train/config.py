@@ -126,8 +126,9 @@ class TrainConfig:
     num_beams: int = _opt(1, "beam width for generation (1: greedy; the paper's E2E figures: 10)")
     length_penalty: float = _opt(1.0, "beam search: a beam's log-probability is divided by length ** this "
                                  "(smaller values favour shorter outputs; the paper: 0.9); unused when --num-beams is 1")
-    no_repeat_ngram_size: int = _opt(0, "never repeat an n-gram of this many tokens in one output, greedy or "
-                                     "beam (0: off; the paper: 4)")
+    no_repeat_ngram_size: int = _opt(0, "never repeat an n-gram of this many tokens within one output (copying "
+                                     "the prompt's stays allowed, as in the paper's decoder), greedy or beam "
+                                     "(0: off; the paper: 4)")
     max_new_tokens: int = _opt(64, "generation length cap")
     # -- run ------------------------------------------------------------------------------------
     out: str | None = _opt(None, "output folder (default: runs/MODEL-DATA[-full|-bitfit])")
