@@ -54,21 +54,24 @@ def with_lr(extra: tuple[str, ...], lr: str) -> tuple[str, ...]:
 
 
 def train_rows(steps: int, eval_limit: int, threads: int, epochs: float | None = None,
-               lrs: dict[str, list[str]] | None = None, base_dtype: str = "bf16") -> list[Row]:
+               lrs: dict[str, list[str]] | None = None, base_dtype: str = "bf16", eval_every: int = 0) -> list[Row]:
     """One training row per method: ``steps`` optimizer steps, or ``epochs`` passes over the training pairs.
 
     ``lrs`` maps a method to the learning rates to search for it: one row per rate, named
     ``<method>@<lr>``; methods not in it get their single row at the rate in ``METHODS``. The frozen base's
     precision is pinned (``--base-dtype``; full fine-tuning trains fp32 weights and is pinned to fp32) so that a
-    changed default never changes a row.
+    changed default never changes a row. ``eval_every`` > 0 evaluates the held-out dev MRs' loss every that many
+    steps and keeps the best adapter (train's checkpoint selection; the test MRs are never looked at); 0, as
+    the published tables, keeps the last one.
     """
     budget = ("--epochs", f"{epochs:g}") if epochs else ("--max-steps", str(steps))
-    common = ("--batch-size", "8", *budget, "--eval-every", "0", "--no-base-eval",
+    common = ("--batch-size", "8", *budget, "--eval-every", str(eval_every), "--no-base-eval",
               "--eval-limit", str(eval_limit), "--eval-batch-size", "50", "--threads", str(threads), "--seed", "0")
     tag = f"e{epochs:g}" if epochs else f"n{steps}"
     # A base precision other than bf16 (the one the earlier tables used) is part of the row's name, so that
     # rows of different precisions never share a cached run folder.
     tag += "" if base_dtype == "bf16" else f"-{base_dtype}"
+    tag += f"-ev{eval_every}" if eval_every else ""  # a selected checkpoint is another row than the last one
     rows = []
     for method, extra in METHODS.items():
         pinned = (*extra, "--base-dtype", "fp32" if "--full" in extra else base_dtype)  # full FT: fp32 weights
@@ -184,6 +187,9 @@ def main() -> None:
     parser.add_argument("--lrs", default="", help="learning-rate search: 'METHOD=LR,LR;METHOD=LR' "
                         "(one row per rate, named METHOD@LR; these methods run only at these rates)")
     parser.add_argument("--base-dtype", default="bf16", help="frozen-base precision of the searched LoRA rows")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="evaluate the held-out dev loss every N steps and keep the best adapter "
+                             "(0: keep the last one, as the published tables)")
     parser.add_argument("--beam", action="store_true",
                         help="also score every trained row with the paper's beam search (beam 10, length penalty 0.9, "
                              "no repeated 4-gram): ~10x a greedy evaluation's time")
@@ -193,7 +199,8 @@ def main() -> None:
     wanted = args.methods.split(",")
     lrs = parse_lrs(args.lrs)
     rows = ([base_row(args.eval_limit, args.threads)] if "base" in wanted else [])
-    rows += [r for r in train_rows(args.steps, args.eval_limit, args.threads, args.epochs, lrs, args.base_dtype)
+    rows += [r for r in train_rows(args.steps, args.eval_limit, args.threads, args.epochs, lrs, args.base_dtype,
+                                      args.eval_every)
              if r.labels["method"].split("@")[0] in wanted]
     old = earlier_lines(args.name, args)
     # Lines of methods this run does not attempt are kept as they were; an attempted row whose earlier

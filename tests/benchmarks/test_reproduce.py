@@ -136,6 +136,15 @@ def test_nlg_beam_rows_decode_each_trained_row_with_the_papers_beam_search(runs)
     assert nlg.add_beam({"bleu": 1.0}, beam, None) == {"bleu": 1.0}  # not scored yet: the line as it was
 
 
+def test_nlg_rows_with_checkpoint_selection_are_rows_of_their_own() -> None:
+    last = nlg.train_rows(40, 630, 2, epochs=5, lrs={"lora-qv-r8": ["1e-3"]})
+    chosen = nlg.train_rows(40, 630, 2, epochs=5, lrs={"lora-qv-r8": ["1e-3"]}, eval_every=530)
+    (last_row,) = [r for r in last if r.labels["method"] == "lora-qv-r8@1e-3"]
+    (chosen_row,) = [r for r in chosen if r.labels["method"] == "lora-qv-r8@1e-3"]
+    assert " --eval-every 0 " in last_row.command and " --eval-every 530 " in chosen_row.command
+    assert chosen_row.key == last_row.key.replace("-e5-", "-e5-ev530-")  # never the last checkpoint's cache
+
+
 def test_nlg_keeps_the_earlier_results_file_when_nothing_new_is_measured(runs, tmp_path, monkeypatch, capsys) -> None:
     # A carried row (same command, run folder gone) whose beam step cannot run: the file must stay
     # as the earlier command wrote it, not be rewritten under this command line.
