@@ -52,7 +52,7 @@ def test_run_row_trains_once_then_reads_the_cache(runs, tmp_path) -> None:
     data = make_classify_data(tmp_path / "data", n_train=32, n_dev=8) / "train.jsonl"
     row = sweep.Row("tiny", (str(model), str(data), "--max-steps", "2", "--batch-size", "8", "--max-length", "16",
                              "--eval-every", "0", "--no-base-eval", "--threads", "1"))
-    first = sweep.run_row(row, timeout=300)
+    first = sweep.run_row(row, timeout=900)  # a loaded machine (a benchmark beside the suite) took > 300 s
     assert first is not None and first["step"] == 2 and 0.0 <= sweep.main_metric(first) <= 100.0
     assert not (row.out / sweep.LOCK).exists() and (row.out / "adapter" / "adapter_model.safetensors").is_file()
     assert row.command.startswith("lorakit train ") and row.command.endswith("--out runs/reproduce/tiny")
