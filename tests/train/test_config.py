@@ -39,6 +39,7 @@ def test_overrides_win_over_the_file(tmp_path: Path) -> None:
     ('rank = "8"\n', "rank must be int"),
     ("rank = 0\n", "rank r must be a positive integer"),
     ("dropout = 1.5\n", "dropout must be in"),
+    ("label_smoothing = 1.0\n", r"label_smoothing must be in \[0.0, 1.0\)"),
     ('task = "regress"\n', "task must be one of"),
     ("full = true\nbitfit = true\n", "one of --full and --bitfit"),
     ("batch_size = 10\ngrad_accum = 3\n", "not divisible"),

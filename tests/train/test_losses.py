@@ -9,23 +9,27 @@ import torch.nn.functional as F
 from lorakit.train.losses import IGNORE_INDEX, causal_lm_summed_loss, chunk_rows, linear_cross_entropy
 
 
-def _reference(hidden, weight, bias, targets):
+def _reference(hidden, weight, bias, targets, smoothing=0.0):
     logits = F.linear(hidden, weight, bias).float()
-    return F.cross_entropy(logits, targets, reduction="sum")
+    return F.cross_entropy(logits, targets, reduction="sum", label_smoothing=smoothing)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_chunked_loss_and_gradients_match_full_logits_in_fp32(chunk: int, with_bias: bool) -> None:
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_chunked_loss_and_gradients_match_full_logits_in_fp32(chunk: int, with_bias: bool, smoothing: float) -> None:
     gen = torch.Generator().manual_seed(0)
     n, d, vocab = 50, 16, 97
     hidden = torch.randn(n, d, generator=gen, dtype=torch.float64).float().requires_grad_()
     weight = torch.randn(vocab, d, generator=gen).requires_grad_()
     bias = torch.randn(vocab, generator=gen).requires_grad_() if with_bias else None
     targets = torch.randint(0, vocab, (n,), generator=gen)
-    ref = _reference(hidden, weight, bias, targets)
+    ref = _reference(hidden, weight, bias, targets, smoothing)
     want = torch.autograd.grad(ref * 0.37, [t for t in (hidden, weight, bias) if t is not None])
-    got_loss = linear_cross_entropy(hidden, weight, targets, bias, chunk=chunk)
+    got_loss = linear_cross_entropy(hidden, weight, targets, bias, chunk=chunk, label_smoothing=smoothing)
+    with torch.no_grad():  # the evaluation path (no gradient formed) gives the same smoothed loss
+        torch.testing.assert_close(linear_cross_entropy(hidden, weight, targets, bias, chunk=chunk,
+                                                        label_smoothing=smoothing), ref.detach(), rtol=1e-5, atol=1e-5)
     got = torch.autograd.grad(got_loss * 0.37, [t for t in (hidden, weight, bias) if t is not None])
     torch.testing.assert_close(got_loss, ref, rtol=1e-5, atol=1e-5)
     for g, w in zip(got, want, strict=True):
@@ -68,8 +72,8 @@ def _tiny_lora_llama(tie: bool):
     return model
 
 
-@pytest.mark.parametrize("tie", [True, False])
-def test_causal_lm_loss_matches_the_models_own_logits(tie: bool) -> None:
+@pytest.mark.parametrize(("tie", "smoothing"), [(True, 0.0), (False, 0.0), (False, 0.1)])
+def test_causal_lm_loss_matches_the_models_own_logits(tie: bool, smoothing: float) -> None:
     model = _tiny_lora_llama(tie)
     ids = torch.randint(0, 61, (3, 10), generator=torch.Generator().manual_seed(2))
     labels = ids.clone()
@@ -80,9 +84,9 @@ def test_causal_lm_loss_matches_the_models_own_logits(tie: bool) -> None:
     trainable = [p for p in model.parameters() if p.requires_grad]
     logits = model(input_ids=ids, attention_mask=mask).logits
     ref = F.cross_entropy(logits[:, :-1].reshape(-1, 61).float(), labels[:, 1:].reshape(-1),
-                          ignore_index=IGNORE_INDEX, reduction="sum")
+                          ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=smoothing)
     want = torch.autograd.grad(ref, trainable)
-    got_loss = causal_lm_summed_loss(model, batch)
+    got_loss = causal_lm_summed_loss(model, batch, label_smoothing=smoothing)
     got = torch.autograd.grad(got_loss, trainable)
     torch.testing.assert_close(got_loss, ref, rtol=1e-5, atol=1e-5)
     assert all(float(g.abs().sum()) > 0 for g in want)

@@ -100,6 +100,8 @@ class TrainConfig:
     # -- optimisation ---------------------------------------------------------------------------
     lr: float | None = _opt(None, "peak learning rate (default: classify 2e-3 LoRA/BitFit, 2e-5 full; generate 1e-3 LoRA, 2e-5 full)")
     weight_decay: float = _opt(0.01, "AdamW weight decay")
+    label_smoothing: float = _opt(0.0, "mix each target with a uniform one over the vocabulary / classes by this "
+                                  "much (the paper's E2E runs: 0.1); dev and test losses stay plain cross-entropy")
     warmup_ratio: float = _opt(0.06, "fraction of the steps spent warming the rate up linearly")
     decay: str = _opt("linear", "decay after warm-up: linear, cosine or constant", choices=DECAYS)
     epochs: float | None = _opt(None, "passes over the training split, fractions allowed (default: classify 2, "
@@ -176,6 +178,8 @@ class TrainConfig:
                 raise LorakitError(f"{name} must be a finite number > 0, got {value!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise LorakitError(f"warmup_ratio must be in [0.0, 1.0), got {self.warmup_ratio!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise LorakitError(f"label_smoothing must be in [0.0, 1.0), got {self.label_smoothing!r}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise LorakitError("weight_decay and max_grad_norm must be >= 0")
         if self.full and self.bitfit:

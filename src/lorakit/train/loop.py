@@ -408,7 +408,7 @@ def _data_parallel_step(forward: nn.Module, ctx: DistContext, runs: list[Run]) -
         # DDP all-reduces (bucketed, during backward) on the last micro-batch only, and *averages*
         # over processes: scaling by the world size turns that average into the global sum / terms.
         with ctx.sync_gradients(forward, k == len(run.micro) - 1):
-            loss = summed_loss(run.cfg.task, forward, batch) / max(run.terms, 1.0)
+            loss = summed_loss(run.cfg.task, forward, batch, run.cfg.label_smoothing) / max(run.terms, 1.0)
             (loss * ctx.world_size).backward()
         run.add(loss, batch)
 

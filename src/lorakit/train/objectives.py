@@ -36,17 +36,18 @@ def model_inputs(batch: dict[str, Tensor]) -> dict[str, Any]:
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
-def summed_loss(task: str, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+def summed_loss(task: str, model: nn.Module, batch: dict[str, Tensor], label_smoothing: float = 0.0) -> Tensor:
     """Sum of the cross-entropy terms of ``batch`` (fp32 logits for a stable log-softmax).
 
     Causal LMs go through :func:`~lorakit.train.losses.causal_lm_summed_loss` (no full logits).
+    ``label_smoothing`` (ε of ``F.cross_entropy``) is for training; evaluation scores plain cross-entropy.
     """
     if task != "classify":
-        return causal_lm_summed_loss(model, batch, model_inputs(batch))
+        return causal_lm_summed_loss(model, batch, model_inputs(batch), label_smoothing)
     out = model(**model_inputs(batch))
     logits = out.logits if hasattr(out, "logits") else out[0]
     labels = batch["labels"]
-    return F.cross_entropy(logits.float(), labels, reduction="sum")
+    return F.cross_entropy(logits.float(), labels, reduction="sum", label_smoothing=label_smoothing)
 
 
 def batch_tokens(batch: dict[str, Tensor]) -> int:

@@ -43,31 +43,34 @@ def merge_batches(parts: list[tuple[int, dict[str, Tensor]]], pad_id: int) -> tu
 
 
 def job_losses(task: str, model: nn.Module, batch: dict[str, Tensor], spans: list[Span],
-               widths: dict[int, int]) -> list[Tensor]:
+               widths: dict[int, int], smoothing: dict[int, float] | None = None) -> list[Tensor]:
     """Each span's summed cross-entropy (fp32), from one forward of the mixed ``batch``.
 
-    ``widths``: each job's number of labels (classification logits are padded to the widest head).
+    ``widths``: each job's number of labels (classification logits are padded to the widest head);
+    ``smoothing``: each job's label smoothing ε (default 0).
     """
+    eps = {s.job: (smoothing or {}).get(s.job, 0.0) for s in spans}
     inputs = model_inputs(batch)
     labels = batch["labels"]
     if task == "classify":
         out = model(**inputs)
         logits = out.logits if hasattr(out, "logits") else out[0]
         return [F.cross_entropy(logits[s.start:s.stop, :widths[s.job]].float(), labels[s.start:s.stop],
-                                reduction="sum") for s in spans]
+                                reduction="sum", label_smoothing=eps[s.job]) for s in spans]
     shifted = labels[:, 1:]
     parts = split_causal_lm(model)
     if parts is None:  # a head that is not a plain Linear: full logits, per job
         out = model(**inputs)
         logits = out.logits if hasattr(out, "logits") else out[0]
         return [F.cross_entropy(logits[s.start:s.stop, :-1].reshape(-1, logits.shape[-1]).float(),
-                                shifted[s.start:s.stop].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-                for s in spans]
+                                shifted[s.start:s.stop].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum",
+                                label_smoothing=eps[s.job]) for s in spans]
     body, head = parts
     hidden = body(**{**inputs, "use_cache": False})[0]
     losses = []
     for s in spans:  # the chunked loss over the job's labelled positions only, as in causal_lm_summed_loss
         lab = shifted[s.start:s.stop]
         keep = lab != IGNORE_INDEX
-        losses.append(linear_cross_entropy(hidden[s.start:s.stop, :-1][keep], head.weight, lab[keep], head.bias))
+        losses.append(linear_cross_entropy(hidden[s.start:s.stop, :-1][keep], head.weight, lab[keep], head.bias,
+                                           label_smoothing=eps[s.job]))
     return losses

@@ -292,7 +292,8 @@ def _losses(parts: list[tuple[Job, dict]], sm: SharedModel, ctx: DistContext, pa
     sm.rows.set(spans)
     try:
         return job_losses(task, sm.model, batch, spans,
-                          {j.number: j.p.train.num_labels or 0 for j, _ in parts} if task == "classify" else {})
+                          {j.number: j.p.train.num_labels or 0 for j, _ in parts} if task == "classify" else {},
+                          {j.number: j.p.cfg.label_smoothing for j, _ in parts})
     finally:
         sm.rows.set([])
 
