@@ -54,6 +54,7 @@ def test_classify_jobs_equal_their_solo_runs(tiny_dirs, tmp_path: Path) -> None:
         "r4-qv": dict(data=data, rank=4, targets=("query", "value"), seed=0, dropout=0.1),
         "r8-qkd": dict(data=data, rank=8, targets=("query", "key", "dense"), seed=1, lr=1e-2, batch_size=4),
         "r4-v": dict(data=data, rank=4, targets=("value",), seed=2, max_steps=2, grad_accum=2),
+        "r4-v-ls": dict(data=data, rank=4, targets=("value",), seed=2, max_steps=2, label_smoothing=0.2),
     }, tmp_path)
 
 
@@ -62,7 +63,10 @@ def test_generate_jobs_equal_their_solo_runs(tiny_dirs, tmp_path: Path) -> None:
     _assert_parity(tiny_dirs["llama"], {
         "r4-qv": dict(data=data, rank=4, targets=("q_proj", "v_proj"), seed=0, dropout=0.1),
         "r16-all": dict(data=data, rank=16, targets=("all-linear",), seed=1, batch_size=4, max_steps=3),
+        "r4-qv-ls": dict(data=data, rank=4, targets=("q_proj", "v_proj"), seed=0, dropout=0.1, label_smoothing=0.1),
     }, tmp_path)
+    plain, smoothed = _adapter(tmp_path / "solo" / "r4-qv"), _adapter(tmp_path / "solo" / "r4-qv-ls")
+    assert any(not torch.equal(plain[k], smoothed[k]) for k in plain)  # the one difference, smoothing, took effect
 
 
 def test_checkpointed_jobs_with_dropout_equal_their_solo_runs(tiny_dirs, tmp_path: Path) -> None:
