@@ -61,9 +61,9 @@ def _poison(monkeypatch: pytest.MonkeyPatch, bad_calls: dict[int, float]) -> Non
     real = loop.summed_loss
     calls = {"n": 0}
 
-    def poisoned(task, model, batch):
+    def poisoned(task, model, batch, *smoothing):
         calls["n"] += 1
-        loss = real(task, model, batch)
+        loss = real(task, model, batch, *smoothing)
         return loss * bad_calls[calls["n"]] if calls["n"] in bad_calls else loss
 
     monkeypatch.setattr(loop, "summed_loss", poisoned)

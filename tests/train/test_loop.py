@@ -87,9 +87,9 @@ def test_non_finite_losses_are_skipped_then_abort(tiny_dirs, monkeypatch) -> Non
     real = loop.summed_loss
     calls = {"n": 0}
 
-    def flaky(task, model, batch):
+    def flaky(task, model, batch, *smoothing):
         calls["n"] += 1
-        loss = real(task, model, batch)
+        loss = real(task, model, batch, *smoothing)
         return loss * float("nan") if calls["n"] == 2 else loss
 
     monkeypatch.setattr(loop, "summed_loss", flaky)
@@ -100,7 +100,7 @@ def test_non_finite_losses_are_skipped_then_abort(tiny_dirs, monkeypatch) -> Non
     assert all(torch.isfinite(v).all() for v in _weights(p.loaded.model).values())
     assert any(not torch.equal(before[k], v) for k, v in _weights(p.loaded.model).items())
 
-    monkeypatch.setattr(loop, "summed_loss", lambda task, model, batch: real(task, model, batch) * float("inf"))
+    monkeypatch.setattr(loop, "summed_loss", lambda task, model, batch, *eps: real(task, model, batch, *eps) * float("inf"))
     p = _setup(tiny_dirs, max_bad_steps=2)
     with pytest.raises(TrainingAborted, match="2 non-finite losses in a row"):
         train_loop(p.loaded.model, p.train.examples, p.collate, dataclasses.replace(p.cfg), 5)
