@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.reproduce import nlg, nlu, rank, sweep
+from benchmarks.reproduce import figure3, nlg, nlu, rank, sweep
 from benchmarks.tiny_models import make_classify_data, make_tiny_bert_dir
 
 
@@ -251,3 +251,18 @@ def test_the_defaults_page_names_the_base_score_once_and_prints_no_empty_cells(t
     assert "base_bleu" not in table[1]
     page = defaults.markdown(defaults.machine([], module="benchmarks.reproduce.defaults"), {"train": 3, "test": 1}, table, 2)
     assert "None" not in page and page.count("14.06") == 1 and "gap 0.00" in page
+
+
+def test_figure3_stamps_each_analysis_file_with_its_provenance(tmp_path, monkeypatch) -> None:
+    # `lorakit analyze --json` records no machine block; figure3.py adds its own to every file it has written.
+    monkeypatch.setattr(figure3, "REPO", tmp_path)
+
+    def fake_lorakit(*args: str) -> None:
+        (tmp_path / args[args.index("--json") + 1]).write_text(json.dumps({"analysis": args[1], "modules": [1]}))
+
+    monkeypatch.setattr(figure3, "lorakit", fake_lorakit)
+    figure3.analyze("amplification", "minilm", "runs/a8/adapter", "--json", "amp.json")
+    report = json.loads((tmp_path / "amp.json").read_text())
+    assert report["analysis"] == "amplification" and report["modules"] == [1]  # the analysis, unchanged
+    assert report["lorakit_command"] == "lorakit analyze amplification minilm runs/a8/adapter --json amp.json"
+    assert {"date", "lorakit_commit", "command", "cpu", "versions", "threads"} <= report["machine"].keys()
