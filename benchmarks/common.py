@@ -85,15 +85,32 @@ def versions(packages: Iterable[str] = PACKAGES) -> dict[str, str | None]:
     return found
 
 
+# The checkout as this process found it. A benchmark writes its results at the end, which may be hours
+# later; by then HEAD may have moved, but the code that ran is the one it started from.
+_STARTED: dict[str, Any] | None = None
+
+
+def started_state() -> dict[str, Any]:
+    """:func:`git_state` when this process first asked (benchmarks.common is imported at start-up)."""
+    global _STARTED
+    if _STARTED is None:
+        _STARTED = git_state()
+    return _STARTED
+
+
 def machine(args: Sequence[str] | None = None, module: str | None = None) -> dict[str, Any]:
     """Where, when and how a figure was measured: date (UTC), commit, command, CPU, versions, threads.
 
     ``args`` / ``module``: as :func:`command` takes them (by default this process's own command line).
+    The commit and dirty flag are the checkout's when the process started; a HEAD that moved since is
+    recorded beside them as ``lorakit_commit_at_write``.
     """
     import torch  # here, not at the top: the helpers above work without it
 
+    start, now = started_state(), git_state()
+    moved = {"lorakit_commit_at_write": now["commit"]} if now["commit"] != start["commit"] else {}
     return {"date": datetime.now(UTC).isoformat(timespec="seconds"), **{f"lorakit_{k}": v for k, v in
-            git_state().items()}, "command": command(args, module), "cpu": cpu_info(), "cpus": os.cpu_count(),
+            start.items()}, **moved, "command": command(args, module), "cpu": cpu_info(), "cpus": os.cpu_count(),
             "threads": torch.get_num_threads(), "versions": versions(), "python": platform.python_version(),
             "platform": platform.platform()}
 
@@ -175,6 +192,12 @@ def provenance_line(info: dict[str, Any]) -> str:
     flags = info["cpu"]["flags"] or {}
     has = ", ".join(f for f, on in flags.items() if on) or "none of " + "/".join(CPU_FLAGS)
     dirty = " (uncommitted changes)" if info.get("lorakit_dirty") else ""
+    if info.get("lorakit_commit_at_write"):  # the run started on lorakit_commit; HEAD moved while it ran
+        dirty += f" (HEAD at {str(info['lorakit_commit_at_write'])[:12]} when written)"
     libs = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
     return (f"Measured {info['date']} on lorakit {str(info.get('lorakit_commit'))[:12]}{dirty}; "
             f"{info['cpu']['model']} ({info['cpus']} CPUs; {has}); {libs}; {info['threads']} torch thread(s).")
+
+
+# Taken at import, which for a benchmark is its start-up.
+started_state()

@@ -19,7 +19,7 @@ import re
 
 from benchmarks.common import REPO, machine, markdown_table, provenance_line, write_results
 from benchmarks.reproduce.nlg import BEAM, BEAM_KEY, METRICS
-from benchmarks.reproduce.sweep import Row, process_wall, run_row, test_metrics
+from benchmarks.reproduce.sweep import Row, process_wall, row_commit, run_row, test_metrics
 
 
 def decoding_rows(adapter: str, eval_limit: int, batch_size: int, max_new_tokens: int, base_dtype: str,
@@ -43,7 +43,7 @@ def line(row: Row, result: dict) -> dict:
     scores = test_metrics(result)
     wall = process_wall(row)
     return {"decoding": row.labels["decoding"], **{m: scores.get(m) for m in METRICS},
-            "eval_minutes": None if wall is None else wall / 60, "command": row.command}
+            "eval_minutes": None if wall is None else wall / 60, "command": row.command, "commit": row_commit(row)}
 
 
 def main() -> None:

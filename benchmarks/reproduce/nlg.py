@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 
 from benchmarks.common import RESULTS, machine, markdown_table, write_results
-from benchmarks.reproduce.sweep import Row, read_row, run_row, saved_bytes, test_metrics
+from benchmarks.reproduce.sweep import Row, read_row, row_commit, run_row, saved_bytes, test_metrics
 
 # method -> (extra train arguments). LoRA at 5e-4 (the E2E run of the train issue reached BLEU 57 in
 # 50 steps with it); full fine-tuning at 5e-5, the usual rate for a model this size on a short schedule.
@@ -115,7 +115,8 @@ def add_beam(line: dict, row: Row, result: dict | None) -> dict:
     if result is None:
         return line
     scores = test_metrics(result)
-    return {**line, **{f"{m}_beam": scores.get(m) for m in METRICS}, "beam_command": row.command}
+    return {**line, **{f"{m}_beam": scores.get(m) for m in METRICS}, "beam_command": row.command,
+            "beam_commit": row_commit(row)}
 
 
 def parse_lrs(text: str) -> dict[str, list[str]]:
@@ -136,7 +137,7 @@ def summarise(row: Row, result: dict) -> dict:
     scores = test_metrics(result)
     # runs / commands: lists, as in nlu.py's table (there a line can average several seeds)
     line = {"method": row.labels["method"], **{m: scores.get(m) for m in METRICS}, "commands": [row.command],
-            "runs": [row.key]}
+            "runs": [row.key], "commit": row_commit(row)}
     if "--lr" in row.args:
         line["lr"] = float(row.args[row.args.index("--lr") + 1])
     if row.verb == "train":

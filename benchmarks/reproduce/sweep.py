@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import git_state
+
 REPO = Path(__file__).resolve().parents[2]
 RUNS = Path(os.environ.get("LORAKIT_REPRO_RUNS", REPO / "runs" / "reproduce"))
 LOCK = ".sweep.lock"
@@ -112,6 +114,9 @@ def run_row(row: Row, timeout: float | None = None) -> dict[str, Any] | None:
         if row.verb == "train" and (row.out / "checkpoint").is_dir():
             cmd.append("--resume")
         print(f"[{time.strftime('%H:%M:%S')}] {row.command}", flush=True)
+        # The commit of the code this row runs (lorakit is an editable install): a sweep of many rows
+        # may span commits, and the results file's own block names only the sweep's start.
+        state = git_state()
         start = time.perf_counter()
         try:
             proc = subprocess.run(cmd, timeout=timeout, capture_output=True, text=True)
@@ -124,11 +129,21 @@ def run_row(row: Row, timeout: float | None = None) -> dict[str, Any] | None:
             print(f"  failed ({proc.returncode}): {' | '.join(tail)}", flush=True)
             return None
         wall = time.perf_counter() - start
-        (row.out / "sweep.json").write_text(json.dumps({"process_wall_s": wall, "command": row.command}))
+        (row.out / "sweep.json").write_text(json.dumps({"process_wall_s": wall, "command": row.command,
+                                                        **{f"lorakit_{k}": v for k, v in state.items()}}))
         print(f"  done in {wall:.0f} s", flush=True)
         return read_row(row)
     finally:
         (row.out / LOCK).unlink(missing_ok=True)
+
+
+def row_commit(row: Row) -> str | None:
+    """The lorakit commit the row's process ran (``+dirty`` with uncommitted changes), if recorded."""
+    f = row.out / "sweep.json"
+    info = json.loads(f.read_text()) if f.is_file() else {}
+    if not info.get("lorakit_commit"):
+        return None
+    return info["lorakit_commit"][:12] + ("+dirty" if info.get("lorakit_dirty") else "")
 
 
 def process_wall(row: Row) -> float | None:

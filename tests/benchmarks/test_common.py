@@ -41,6 +41,16 @@ def test_machine_records_date_commit_command_cpu_versions_and_threads() -> None:
     assert info["date"] in line and info["lorakit_commit"][:12] in line
 
 
+def test_machine_names_the_commit_the_process_started_from(monkeypatch) -> None:
+    # A run that outlives a commit: its figures come from the code it started with, and the move is shown.
+    head = common.git_state()["commit"]
+    monkeypatch.setattr(common, "_STARTED", {"commit": "0" * 40, "dirty": False})
+    info = common.machine([], "benchmarks.x")
+    assert info["lorakit_commit"] == "0" * 40 and info["lorakit_commit_at_write"] == head
+    monkeypatch.setattr(common, "_STARTED", {"commit": head, "dirty": False})
+    assert "lorakit_commit_at_write" not in common.machine([], "benchmarks.x")
+
+
 def test_command_names_a_script_by_its_module() -> None:
     assert common.command([], "benchmarks.reproduce.nlu") == "python -m benchmarks.reproduce.nlu"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import git_state
 from benchmarks.reproduce import figure3, nlg, nlu, rank, sweep
 from benchmarks.tiny_models import make_classify_data, make_tiny_bert_dir
 
@@ -56,6 +57,8 @@ def test_run_row_trains_once_then_reads_the_cache(runs, tmp_path) -> None:
     assert first is not None and first["step"] == 2 and 0.0 <= sweep.main_metric(first) <= 100.0
     assert not (row.out / sweep.LOCK).exists() and (row.out / "adapter" / "adapter_model.safetensors").is_file()
     assert row.command.startswith("lorakit train ") and row.command.endswith("--out runs/reproduce/tiny")
+    # the commit the row's own process ran, which a sweep spanning several commits needs per row
+    assert sweep.row_commit(row).removesuffix("+dirty") == git_state()["commit"][:12]
     (row.out / "metrics.json").write_text(json.dumps({**first, "marker": 1}))
     assert sweep.run_row(row)["marker"] == 1  # cached: not trained again
 
