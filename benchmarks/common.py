@@ -63,7 +63,9 @@ def git_state(repo: Path = REPO) -> dict[str, Any]:
 
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
+            # --no-optional-locks: reading the state must never take .git/index.lock from a commit in progress
+            done = subprocess.run(["git", "--no-optional-locks", "-C", str(repo), *args], capture_output=True,
+                                  text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -102,13 +104,13 @@ def machine(args: Sequence[str] | None = None, module: str | None = None) -> dic
     """Where, when and how a figure was measured: date (UTC), commit, command, CPU, versions, threads.
 
     ``args`` / ``module``: as :func:`command` takes them (by default this process's own command line).
-    The commit and dirty flag are the checkout's when the process started; a HEAD that moved since is
-    recorded beside them as ``lorakit_commit_at_write``.
+    The commit and dirty flag are the checkout's when the process started; when either changed since, the
+    state at write time is recorded beside them (``lorakit_commit_at_write``, ``lorakit_dirty_at_write``).
     """
     import torch  # here, not at the top: the helpers above work without it
 
     start, now = started_state(), git_state()
-    moved = {"lorakit_commit_at_write": now["commit"]} if now["commit"] != start["commit"] else {}
+    moved = {f"lorakit_{k}_at_write": now[k] for k in ("commit", "dirty")} if now != start else {}
     return {"date": datetime.now(UTC).isoformat(timespec="seconds"), **{f"lorakit_{k}": v for k, v in
             start.items()}, **moved, "command": command(args, module), "cpu": cpu_info(), "cpus": os.cpu_count(),
             "threads": torch.get_num_threads(), "versions": versions(), "python": platform.python_version(),
@@ -192,8 +194,8 @@ def provenance_line(info: dict[str, Any]) -> str:
     flags = info["cpu"]["flags"] or {}
     has = ", ".join(f for f, on in flags.items() if on) or "none of " + "/".join(CPU_FLAGS)
     dirty = " (uncommitted changes)" if info.get("lorakit_dirty") else ""
-    if info.get("lorakit_commit_at_write"):  # the run started on lorakit_commit; HEAD moved while it ran
-        dirty += f" (HEAD at {str(info['lorakit_commit_at_write'])[:12]} when written)"
+    if info.get("lorakit_commit_at_write", info.get("lorakit_commit")) != info.get("lorakit_commit"):
+        dirty += f" (HEAD at {str(info['lorakit_commit_at_write'])[:12]} when written)"  # it moved during the run
     libs = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
     return (f"Measured {info['date']} on lorakit {str(info.get('lorakit_commit'))[:12]}{dirty}; "
             f"{info['cpu']['model']} ({info['cpus']} CPUs; {has}); {libs}; {info['threads']} torch thread(s).")

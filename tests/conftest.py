@@ -14,7 +14,9 @@ from benchmarks.tiny_models import save_tiny_folder, tiny_bert, tiny_gpt2, tiny_
 # Never reach for a model hub from the test suite.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Two threads, or one per pytest-xdist worker when several share the cores (no oversubscription).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // max(_WORKERS, 1))))
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("LORAKIT_DATA", REPO.parent / "shared" / "data"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -38,7 +39,7 @@ def analyze(*args: str) -> None:
     lorakit("analyze", *args)
     path = REPO / args[args.index("--json") + 1]
     report = json.loads(path.read_text())
-    path.write_text(json.dumps({"machine": machine(), "lorakit_command": "lorakit analyze " + " ".join(args),
+    path.write_text(json.dumps({"machine": machine(), "lorakit_command": shlex.join(["lorakit", "analyze", *args]),
                                 **report}, indent=2) + "\n")
 
 

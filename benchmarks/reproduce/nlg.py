@@ -202,8 +202,9 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true",
                         help="do not carry over rows of an earlier results/<name>.json that this run did not run")
     args = parser.parse_args()
-    wanted = args.methods.split(",")
     lrs = parse_lrs(args.lrs)
+    # a method searched with --lrs is run even when --methods (whose default leaves SEARCH_ONLY out) omits it
+    wanted = list(dict.fromkeys([*args.methods.split(","), *lrs]))
     rows = ([base_row(args.eval_limit, args.threads)] if "base" in wanted else [])
     rows += [r for r in train_rows(args.steps, args.eval_limit, args.threads, args.epochs, lrs, args.base_dtype,
                                       args.eval_every)

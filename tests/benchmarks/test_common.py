@@ -43,11 +43,14 @@ def test_machine_records_date_commit_command_cpu_versions_and_threads() -> None:
 
 def test_machine_names_the_commit_the_process_started_from(monkeypatch) -> None:
     # A run that outlives a commit: its figures come from the code it started with, and the move is shown.
-    head = common.git_state()["commit"]
+    head = "f" * 40
+    monkeypatch.setattr(common, "git_state", lambda: {"commit": head, "dirty": True})  # now: edited, uncommitted
     monkeypatch.setattr(common, "_STARTED", {"commit": "0" * 40, "dirty": False})
     info = common.machine([], "benchmarks.x")
     assert info["lorakit_commit"] == "0" * 40 and info["lorakit_commit_at_write"] == head
-    monkeypatch.setattr(common, "_STARTED", {"commit": head, "dirty": False})
+    assert info["lorakit_dirty"] is False and info["lorakit_dirty_at_write"] is True
+    assert f"(HEAD at {head[:12]} when written)" in common.provenance_line(info)
+    monkeypatch.setattr(common, "_STARTED", {"commit": head, "dirty": True})
     assert "lorakit_commit_at_write" not in common.machine([], "benchmarks.x")
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import git_state
 from benchmarks.reproduce import figure3, nlg, nlu, rank, sweep
 from benchmarks.tiny_models import make_classify_data, make_tiny_bert_dir
 
@@ -48,7 +47,8 @@ def test_run_row_skips_a_locked_row_and_reads_a_finished_one_without_running(run
     assert sweep.main_metric(sweep.run_row(done)) == 12.5
 
 
-def test_run_row_trains_once_then_reads_the_cache(runs, tmp_path) -> None:
+def test_run_row_trains_once_then_reads_the_cache(runs, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(sweep, "git_state", lambda: {"commit": "c0ffee" * 7, "dirty": True})
     model = make_tiny_bert_dir(tmp_path / "bert")
     data = make_classify_data(tmp_path / "data", n_train=32, n_dev=8) / "train.jsonl"
     row = sweep.Row("tiny", (str(model), str(data), "--max-steps", "2", "--batch-size", "8", "--max-length", "16",
@@ -58,7 +58,7 @@ def test_run_row_trains_once_then_reads_the_cache(runs, tmp_path) -> None:
     assert not (row.out / sweep.LOCK).exists() and (row.out / "adapter" / "adapter_model.safetensors").is_file()
     assert row.command.startswith("lorakit train ") and row.command.endswith("--out runs/reproduce/tiny")
     # the commit the row's own process ran, which a sweep spanning several commits needs per row
-    assert sweep.row_commit(row).removesuffix("+dirty") == git_state()["commit"][:12]
+    assert sweep.row_commit(row) == "c0ffeec0ffee+dirty"
     (row.out / "metrics.json").write_text(json.dumps({**first, "marker": 1}))
     assert sweep.run_row(row)["marker"] == 1  # cached: not trained again
 

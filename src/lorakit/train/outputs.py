@@ -117,8 +117,13 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def plot_loss(log_path: str | Path, out_path: str | Path, metric: str | None = None) -> Path | None:
-    """Training loss (and evaluation ``metric``/loss on a second axis) against step, as a PNG."""
+def plot_loss(log_path: str | Path, out_path: str | Path, metric: str | None = None,
+              label_smoothing: float = 0.0) -> Path | None:
+    """Training loss (and evaluation ``metric``/loss on a second axis) against step, as a PNG.
+
+    With ``label_smoothing`` ε the logged training loss is the smoothed objective, which lies above plain
+    cross-entropy by at least ε·log(classes): its label says so, as the eval loss stays plain.
+    """
     records = read_log(log_path)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r and not r.get("skipped")]
     evals = [(r["step"], r["eval"]) for r in records if "eval" in r]
@@ -131,7 +136,8 @@ def plot_loss(log_path: str | Path, out_path: str | Path, metric: str | None = N
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if train:
-        ax.plot(*zip(*train, strict=True), label="train loss", color="tab:blue")
+        label = f"train loss (label smoothing {label_smoothing:g})" if label_smoothing else "train loss"
+        ax.plot(*zip(*train, strict=True), label=label, color="tab:blue")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     key = metric or "loss"

@@ -255,7 +255,7 @@ def finish_run(p: Prepared, model: nn.Module, result: LoopResult, summary: dict[
     if tracker is not None:
         tracker.log({"step": result.state.step, "test": test_metrics})
     write_json(out / METRICS_FILE, metrics)
-    plot_loss(out / "log.jsonl", out / PLOT_FILE, selection.metric)
+    plot_loss(out / "log.jsonl", out / PLOT_FILE, selection.metric, cfg.label_smoothing)
     return metrics
 
 

@@ -55,7 +55,10 @@ def test_classify_jobs_equal_their_solo_runs(tiny_dirs, tmp_path: Path) -> None:
         "r8-qkd": dict(data=data, rank=8, targets=("query", "key", "dense"), seed=1, lr=1e-2, batch_size=4),
         "r4-v": dict(data=data, rank=4, targets=("value",), seed=2, max_steps=2, grad_accum=2),
         "r4-v-ls": dict(data=data, rank=4, targets=("value",), seed=2, max_steps=2, label_smoothing=0.2),
+        "r4-v-plain": dict(data=data, rank=4, targets=("value",), seed=2, max_steps=2),
     }, tmp_path)
+    plain, smoothed = _adapter(tmp_path / "solo" / "r4-v-plain"), _adapter(tmp_path / "solo" / "r4-v-ls")
+    assert any(not torch.equal(plain[k], smoothed[k]) for k in plain)  # the one difference, smoothing, took effect
 
 
 def test_generate_jobs_equal_their_solo_runs(tiny_dirs, tmp_path: Path) -> None:
