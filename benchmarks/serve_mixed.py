@@ -44,8 +44,13 @@ TEXT = ("Low-rank adaptation freezes the pretrained weights of a language model 
 
 
 def make_adapters(base, out: Path, count: int, seed: int = 0) -> list[Path]:
-    """``count`` q/v rank-8 adapters, A random (Kaiming) and B random non-zero, each seeded."""
-    model = copy.deepcopy(base)
+    """``count`` q/v rank-8 adapters, A random (Kaiming) and B random non-zero, each seeded.
+
+    An adapter needs the base's module names and shapes only, so they are made on a fresh model of the same
+    class and config: a served base's weights may be prepacked for oneDNN (opaque tensors that cannot be
+    deep-copied).
+    """
+    model = type(base)(copy.deepcopy(base.config)) if hasattr(base, "config") else copy.deepcopy(base)
     lorakit.inject(model, lorakit.LoraSpec(r=8, alpha=16, targets=("qv",)))
     paths = []
     for i in range(count):

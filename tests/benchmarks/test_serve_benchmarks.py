@@ -64,3 +64,20 @@ def test_serve_agreement_results_record_the_run_and_count_equal_texts(tmp_path: 
     data = provenance(tmp_path / "serve_agreement.json", tmp_path / "serve_agreement.md",
                       "python -m benchmarks.serve_agreement --dtypes bf16")
     assert [r["same_as_fp32"] for r in data["rows"]] == ["1/2", "2/2"] and data["texts"] == runs
+
+
+def test_adapters_are_made_for_a_served_base_with_prepacked_weights(tmp_path: Path) -> None:
+    # serve_load makes its adapters for the server's own base, whose Linear weights are prepacked for
+    # oneDNN (opaque tensors: deep-copying that model raised NotImplementedError).
+    import torch
+
+    from lorakit.io import read_adapter
+    from lorakit.models.precision import freeze_base_precision
+    from tests.conftest import tiny_llama
+
+    base = tiny_llama()
+    freeze_base_precision(base, "fp32", torch.device("cpu"), pack_rows=8)
+    paths = serve_mixed.make_adapters(base, tmp_path, 2)
+    first, second = (read_adapter(p).tensors for p in paths)
+    assert first.keys() == second.keys() and any("lora_B" in k for k in first)
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # seeded differently
