@@ -18,11 +18,12 @@ import copy
 import math
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 import lorakit
-from benchmarks.common import machine, markdown_table, write_results
+from benchmarks.common import machine, markdown_table, provenance_line, write_results
 from lorakit.core import lora_layers
 from lorakit.models import load_model
 
@@ -95,18 +96,20 @@ def main() -> None:
     shapes = tuple(tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(","))
     torch.manual_seed(0)
     rows = [row for name in args.models.split(",") for row in measure(name, args.reps, shapes)]
-    payload = {"machine": machine(),
-               "rows": rows}
+    for path in write(rows):
+        print("wrote", path)
+
+
+def write(rows: list[dict], argv: list[str] | None = None, out: Path | None = None) -> tuple[Path, Path | None]:
+    """``results/latency.{json,md}``: the rows under this run's provenance block and line."""
+    info = machine(argv, "benchmarks.reproduce.latency")
     table = ("# Forward latency: base vs merged vs unmerged LoRA (r=8)\n\n"
-             f"Measured {payload['machine']['date']} on {payload['machine']['cpus']} CPU cores "
-             f"({payload['machine']['threads']} torch threads), torch "
-             f"{payload['machine']['torch']}; every variant timed once per round, rounds interleaved; "
-             "`ratio_to_base` is the median over rounds of variant / base in the same round, with its "
-             "interquartile range (q1-q3).\n\n"
+             f"{provenance_line(info)}\n\n    {info['command']}\n\n"
+             "Every variant timed once per round, rounds interleaved; `ratio_to_base` is the median over rounds "
+             "of variant / base in the same round, with its interquartile range (q1-q3).\n\n"
              + markdown_table(rows, ["model", "batch", "seq", "variant", "median_ms", "ratio_to_base", "ratio_q1",
                                      "ratio_q3", "rounds"]))
-    for path in write_results("latency", payload, table):
-        print("wrote", path)
+    return write_results("latency", {"machine": info, "rows": rows}, table, out=out)
 
 
 if __name__ == "__main__":

@@ -269,3 +269,13 @@ def test_figure3_stamps_each_analysis_file_with_its_provenance(tmp_path, monkeyp
     assert report["analysis"] == "amplification" and report["modules"] == [1]  # the analysis, unchanged
     assert report["lorakit_command"] == "lorakit analyze amplification minilm runs/a8/adapter --json amp.json"
     assert {"date", "lorakit_commit", "command", "cpu", "versions", "threads"} <= report["machine"].keys()
+
+
+def test_latency_results_record_the_run(tmp_path, provenance) -> None:
+    from benchmarks.reproduce import latency
+
+    rows = [{"model": "m", "batch": 1, "seq": 8, "variant": "base", "median_ms": 2.0, "ratio_to_base": 1.0,
+             "ratio_q1": 1.0, "ratio_q3": 1.0, "rounds": 5}]
+    latency.write(rows, ["--reps", "5"], out=tmp_path)
+    data = provenance(tmp_path / "latency.json", tmp_path / "latency.md", "python -m benchmarks.reproduce.latency --reps 5")
+    assert data["rows"] == rows and "| m | 1 | 8 | base | 2 |" in (tmp_path / "latency.md").read_text()
