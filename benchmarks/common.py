@@ -139,11 +139,15 @@ def write_results(name: str, payload: dict[str, Any], table: str | None = None,
     """Write ``<out>/<name>.json`` (with :func:`machine` under ``"machine"`` unless given) and ``<name>.md``.
 
     ``out`` defaults to ``benchmarks/results``. Each file is written atomically (temp file + rename),
-    so an interrupted run never leaves half a file.
+    so an interrupted run never leaves half a file. A table whose text lacks the run's
+    :func:`provenance_line` gets it under its title, so that every page says where it was measured.
     """
     out = RESULTS if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
     payload = payload if "machine" in payload else {"machine": machine(), **payload}
+    info = payload["machine"]
+    if table is not None and isinstance(info, dict) and {"date", "cpu", "cpus", "versions", "threads"} <= info.keys():
+        table = with_provenance(table, info)
     out_json, out_md = out / f"{name}.json", (out / f"{name}.md" if table is not None else None)
     files = [(out_json, json.dumps(payload, indent=2, default=str) + "\n")]
     files += [(out_md, table)] if out_md is not None else []
@@ -152,6 +156,15 @@ def write_results(name: str, payload: dict[str, Any], table: str | None = None,
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
     return out_json, out_md
+
+
+def with_provenance(table: str, info: dict[str, Any]) -> str:
+    """``table`` (markdown, a ``# title`` first) with ``info``'s provenance line under the title, once."""
+    line = provenance_line(info)
+    if line in table:
+        return table
+    title, sep, rest = table.partition("\n")
+    return f"{title}\n\n{line}\n{sep}{rest}" if title.startswith("# ") else f"{line}\n\n{table}"
 
 
 def write_results_file(out: Path, result: dict[str, Any], argv: Sequence[str] | None, module: str) -> Path:

@@ -61,7 +61,8 @@ def test_command_names_a_script_by_its_module() -> None:
 def test_write_results_adds_provenance_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     out_json, out_md = common.write_results("x", {"rows": [1]}, "| a |\n", out=tmp_path)
     data = json.loads(out_json.read_text())
-    assert data["rows"] == [1] and "command" in data["machine"] and out_md.read_text() == "| a |\n"
+    assert data["rows"] == [1] and "command" in data["machine"]
+    assert out_md.read_text() == f"{common.provenance_line(data['machine'])}\n\n| a |\n"  # no title: line first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.md"]
     kept = {"date": "given"}
     common.write_results("y", {"machine": kept}, out=tmp_path)
@@ -190,3 +191,12 @@ def test_a_servers_whole_output_goes_to_its_log_under_runs(tmp_path: Path, monke
     with pytest.raises(RuntimeError, match="exited with 3"):
         serve_vs_vllm.start("lorakit", _vs_args(tmp_path), Path("m"), tmp_path, [], 1, log)
     assert log.read_text().splitlines() == ["to stdout", "to stderr"]
+
+
+def test_a_table_without_its_provenance_line_gets_it_under_the_title_once(tmp_path) -> None:
+    _, md = common.write_results("t", {"x": 1}, "# Title\n\nbody\n", out=tmp_path)
+    title, blank, line, *rest = md.read_text().splitlines()
+    info = json.loads((tmp_path / "t.json").read_text())["machine"]
+    assert (title, blank, line) == ("# Title", "", common.provenance_line(info)) and "body" in rest
+    again = common.with_provenance(md.read_text(), info)
+    assert again == md.read_text()  # already there: not added twice
