@@ -164,7 +164,9 @@ def with_provenance(table: str, info: dict[str, Any]) -> str:
     if line in table:
         return table
     title, sep, rest = table.partition("\n")
-    return f"{title}\n\n{line}\n{sep}{rest}" if title.startswith("# ") else f"{line}\n\n{table}"
+    if not title.startswith("# "):
+        return f"{line}\n\n{table}"
+    return f"{title}\n\n{line}\n\n{rest.lstrip(chr(10))}"
 
 
 def write_results_file(out: Path, result: dict[str, Any], argv: Sequence[str] | None, module: str) -> Path:
