@@ -39,8 +39,9 @@ def analyze(*args: str) -> None:
     lorakit("analyze", *args)
     path = REPO / args[args.index("--json") + 1]
     report = json.loads(path.read_text())
-    path.write_text(json.dumps({"machine": machine(), "lorakit_command": shlex.join(["lorakit", "analyze", *args]),
-                                **report}, indent=2) + "\n")
+    # write_results: the same atomic write (temp file + rename) as every other results file
+    write_results(path.stem, {"machine": machine(), "lorakit_command": shlex.join(["lorakit", "analyze", *args]),
+                              **report}, out=path.parent)
 
 
 def main() -> None:
